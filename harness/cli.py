@@ -1,0 +1,86 @@
+"""The `thicket` command line. Bad input ends in one line on stderr and exit status 2."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from harness.errors import UserError
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _settings(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set randopt.population=100")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="thicket", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compare", help="run methods under one protocol and print a table")
+    c.add_argument("--task", required=True, help="task name (tasks/<name>.py) or dotted module path")
+    c.add_argument("--methods", default="base,self_consistency,randopt", help="comma-separated method names")
+    c.add_argument("--model", default=None, help="Hugging Face id or local folder (default: embedded SmolLM2)")
+    c.add_argument("--data-dir", default=os.environ.get("DATA_DIR") or None,
+                   help="offline data folder laid out like ../shared/data (default: the Hub)")
+    c.add_argument("--budget", default="small", help="preset: smoke, small or paper")
+    c.add_argument("--n-train", type=int)
+    c.add_argument("--n-test", type=int)
+    c.add_argument("--max-new-tokens", type=int)
+    c.add_argument("--k", type=_ints, help="vote sizes, e.g. 1,5,10")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--batch-size", type=int)
+    c.add_argument("--budget-flops", type=float, default=None, help="training FLOP budget per method")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="method setting, e.g. randopt.population=100 or noise=released (repeatable)")
+    c.add_argument("--results", default="results", help="results root folder")
+    c.add_argument("--run", default=None, help="run folder name (default: derived from the config)")
+    c.add_argument("--fresh", action="store_true", help="discard an earlier run with the same config")
+    sub.add_parser("list", help="list tasks and methods")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as exc:
+        print(f"thicket: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("thicket: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def run(args) -> int:
+    if args.command == "list":
+        from harness.method import available_methods
+        from harness.task import available_tasks
+
+        print("tasks:  ", " ".join(available_tasks()))
+        print("methods:", " ".join(available_methods()))
+        return 0
+    from harness.compare import compare
+    from harness.config import protocol_from
+
+    protocol = protocol_from(args.task, args.budget, model=args.model, data_dir=args.data_dir,
+                             n_train=args.n_train, n_test=args.n_test, max_new_tokens=args.max_new_tokens,
+                             k=args.k, seed=args.seed, batch_size=args.batch_size)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    compare(protocol, methods, _settings(args.set), args.results, args.run, args.fresh, args.budget_flops)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

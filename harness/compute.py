@@ -1,0 +1,54 @@
+"""The compute ledger: FLOPs counted from the tokens each method actually processed.
+
+Convention (PAPER.md section 4): a token through a forward pass costs 2P FLOPs, through a
+backward pass 4P more (P = parameter count). Tokens are the real prompt and generated
+tokens (up to and including EOS); padding is not charged. Training and test-time FLOPs are
+kept apart, and never mixed into one number.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Ledger:
+    n_params: int
+    """P: parameters of the policy model (a tied embedding counted once)."""
+    budget: float | None = None
+    """Training FLOP budget; None means unlimited."""
+    train: float = 0.0
+    test: float = 0.0
+    tokens: dict = field(default_factory=lambda: {"train_forward": 0, "train_backward": 0, "test_forward": 0})
+
+    def forward(self, n_tokens: int, phase: str = "train", n_params: int | None = None) -> None:
+        """Charge a forward pass over n_tokens (2P each) to `phase` ("train" or "test")."""
+        self._add(phase, 2 * (n_params or self.n_params) * n_tokens)
+        self.tokens[f"{phase}_forward"] += n_tokens
+
+    def backward(self, n_tokens: int, n_params: int | None = None) -> None:
+        """Charge a backward pass over n_tokens (4P each); training only."""
+        self._add("train", 4 * (n_params or self.n_params) * n_tokens)
+        self.tokens["train_backward"] += n_tokens
+
+    def generation(self, completions, phase: str = "train") -> None:
+        """Charge a batch of generated completions: every prompt and new token, forward."""
+        self.forward(sum(c.prompt_tokens + c.new_tokens for c in completions), phase)
+
+    def _add(self, phase: str, flops: float) -> None:
+        if phase == "train":
+            self.train += flops
+        elif phase == "test":
+            self.test += flops
+        else:
+            raise ValueError(f"phase {phase!r}")
+
+    def remaining(self) -> float:
+        return float("inf") if self.budget is None else self.budget - self.train
+
+    def affords(self, flops: float) -> bool:
+        """Whether the next unit of work, estimated at `flops`, still fits the budget."""
+        return flops <= self.remaining()
+
+    def as_dict(self) -> dict:
+        return {"n_params": self.n_params, "budget_flops": self.budget, "train_flops": self.train,
+                "test_flops": self.test, "tokens": dict(self.tokens)}

@@ -1,0 +1,113 @@
+"""Run settings: presets (`BUDGET=smoke|small|paper`) and the resolved, validated config.
+
+A preset sets the protocol sizes and the methods' main knobs together; any single value can
+still be overridden (`--n-train 32`, `--set randopt.population=100`). The resolved config is
+written with every result.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from harness.errors import UserError
+
+# population: RandOpt members; k: vote sizes reported; max_new_tokens is capped by the task's own.
+PRESETS: dict[str, dict] = {
+    "smoke": {"n_train": 16, "n_test": 32, "max_new_tokens": 64, "k": (1, 3, 5), "population": 8},
+    "small": {"n_train": 64, "n_test": 128, "max_new_tokens": 256, "k": (1, 5, 10), "population": 32},
+    "paper": {"n_train": 200, "n_test": None, "max_new_tokens": 1024, "k": (1, 5, 10, 20, 50),
+              "population": 5000},
+}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What every method shares: data sizes, decoding and vote sizes."""
+
+    task: str
+    """Task name (file in tasks/) or dotted module path."""
+    model: str | None = None
+    """Hugging Face id or local folder; None is the embedded SmolLM2-135M-Instruct."""
+    data_dir: str | None = None
+    """Folder laid out like ../shared/data; None loads from the Hub."""
+    budget: str = "small"
+    """Preset name: smoke, small or paper."""
+    n_train: int = 64
+    """Training items: the first n_train of the train split (paper: 200)."""
+    n_test: int | None = 128
+    """Test items: the first n_test of the test split; None is all of it."""
+    max_new_tokens: int = 256
+    """Generation length, capped by the task's own maximum."""
+    k: tuple[int, ...] = (1, 5, 10)
+    """Ensemble sizes at which vote accuracy is reported."""
+    seed: int = 0
+    """Master seed: member seeds, sampling seeds and sigma draws all derive from it."""
+    batch_size: int = 64
+    """Prompts per generate call."""
+    device: str = "cpu"
+    """Torch device for every model."""
+
+    def __post_init__(self):
+        if self.budget not in PRESETS:
+            raise UserError(f"unknown BUDGET {self.budget!r}; choose one of {', '.join(PRESETS)}")
+        if self.n_train < 1:
+            raise UserError(f"n_train must be >= 1, got {self.n_train}")
+        if self.n_test is not None and self.n_test < 1:
+            raise UserError(f"n_test must be >= 1 (or omitted for the whole split), got {self.n_test}")
+        if not self.k or min(self.k) < 1:
+            raise UserError(f"K list must hold positive sizes, got {self.k}")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise UserError("max_new_tokens and batch_size must be >= 1")
+
+
+def protocol_from(task: str, budget: str = "small", **overrides) -> Protocol:
+    """Preset values, then every override that is not None."""
+    if budget not in PRESETS:
+        raise UserError(f"unknown BUDGET {budget!r}; choose one of {', '.join(PRESETS)}")
+    values = {k: v for k, v in PRESETS[budget].items() if k in {f.name for f in dataclasses.fields(Protocol)}}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Protocol(task=task, budget=budget, **values)
+
+
+def method_config(config_cls, method: str, budget: str, settings: dict[str, str]):
+    """A method's frozen config: dataclass defaults, then the preset, then `--set` values.
+
+    `settings` maps "field" or "method.field" to a string; a bare field applies to every
+    method that has it, so `--set population=100` reaches RandOpt and the budget ledger.
+    """
+    names = {f.name: f for f in dataclasses.fields(config_cls)}
+    values = {k: v for k, v in PRESETS[budget].items() if k in names}
+    for key, raw in settings.items():
+        target, _, name = key.rpartition(".")
+        if target and target != method:
+            continue
+        if name in names:
+            values[name] = _parse(raw, names[name].type, key)
+        elif target == method:
+            raise UserError(f"unknown setting {key!r}; {method} has {', '.join(names)}")
+    return config_cls(**values)
+
+
+def _parse(raw, type_hint, key: str):
+    """Turn a CLI string into the field's type (numbers, tuples of numbers, strings, bools)."""
+    if not isinstance(raw, str):
+        return raw
+    hint = str(type_hint)
+    try:
+        if hint.startswith("tuple"):
+            item = float if "float" in hint else int
+            return tuple(item(x) for x in raw.replace(" ", "").split(",") if x)
+        if "bool" in hint:
+            return raw.lower() in ("1", "true", "yes", "on")
+        if "int" in hint and "float" not in hint:
+            return int(raw)
+        if "float" in hint:
+            return float(raw)
+    except ValueError:
+        raise UserError(f"setting {key}={raw!r} is not a valid {hint}") from None
+    return raw
+
+
+def as_dict(config) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+

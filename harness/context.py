@@ -1,0 +1,77 @@
+"""What a method trains with: train items, the shared engine, the perturber and the ledger.
+
+The test split never enters this object. Population scoring persists each finished member
+as one JSON line (per process), so a killed run resumes without re-scoring, and shards the
+remaining members across processes when launched with Accelerate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.compute import Ledger
+from harness.config import Protocol
+from harness.generate import Batch, Engine
+from harness.perturb import Perturber
+from harness.task import Item, Task
+from harness.units import run_units
+
+
+@dataclass(frozen=True)
+class Member:
+    """A population member: its index in sampling order and the noise that defines it."""
+
+    index: int
+    seed: int
+    sigma: float
+    noise: str = "iid"
+
+
+@dataclass
+class TrainContext:
+    protocol: Protocol
+    task: Task
+    model: object
+    tokenizer: object
+    engine: Engine
+    perturber: Perturber
+    ledger: Ledger
+    train_items: list[Item]
+    train_batches: list[Batch]
+    out_dir: Path
+    """This method's folder in the run directory: persist finished work here."""
+    log: object = None
+    """Metrics logger with .log(dict, step=None)."""
+
+    @property
+    def max_new_tokens(self) -> int:
+        return min(self.protocol.max_new_tokens, self.task.max_new_tokens)
+
+    def rewards(self, completions) -> list[float]:
+        return [self.task.reward(c.text, item) for c, item in zip(completions, self.train_items)]
+
+    def score_current(self) -> tuple[float, int]:
+        """Mean train reward of the model as it is now (greedy) and the tokens it took."""
+        completions = self.engine.generate(self.train_batches, self.max_new_tokens)
+        rewards = self.rewards(completions)
+        return sum(rewards) / len(rewards), sum(c.prompt_tokens + c.new_tokens for c in completions)
+
+    def score_member(self, member: Member) -> tuple[float, int]:
+        self.perturber.apply(member.seed, member.sigma, member.noise)
+        try:
+            return self.score_current()
+        finally:
+            self.perturber.restore()
+
+    def score_population(self, members: list[Member], tag: str) -> list[float]:
+        """Mean train reward of every member, in the given order; resumable and sharded.
+
+        Every member's tokens, resumed ones included, are charged to the training ledger.
+        """
+        def work(m: Member) -> dict:
+            score, tokens = self.score_member(m)
+            return {"seed": m.seed, "sigma": m.sigma, "noise": m.noise, "score": score, "tokens": tokens}
+
+        done = run_units(members, lambda m: m.index, work, self.out_dir, tag, desc=f"{tag} members")
+        self.ledger.forward(sum(done[m.index]["tokens"] for m in members), "train")
+        return [done[m.index]["score"] for m in members]

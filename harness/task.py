@@ -1,0 +1,120 @@
+"""The task contract: what every task in `tasks/` provides, and how tasks are found.
+
+A task is one file `tasks/<name>.py` defining `TASK`, an instance of a `Task` subclass.
+A dotted path (`mypkg.mytask`) loads a task module from outside the repository.
+Reward and correctness share the same extraction, so the RL reward and the reported
+score cannot drift apart.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+
+
+@dataclass(frozen=True)
+class Item:
+    """One task instance: the prompt as chat messages, the gold answer, extra fields."""
+
+    id: str
+    messages: tuple[dict, ...]
+    gold: Any
+    meta: dict = field(default_factory=dict, compare=False)
+
+
+class Task:
+    """Base class for tasks. Subclasses set the class attributes and override the methods."""
+
+    name: str = ""
+    max_new_tokens: int = 1024  # the paper's value; presets may lower it
+    splits: tuple[str, ...] = ("train", "test")
+
+    def load(self, split: str, data_dir: str | None) -> list[Item]:
+        """All items of `split`, in the paper's order. `data_dir` None means the Hub."""
+        raise NotImplementedError
+
+    def extract(self, response: str) -> str:
+        """The final answer in a model response, as text ("" when none is found)."""
+        raise NotImplementedError
+
+    def vote_key(self, response: str, item: Item) -> str:
+        """What members vote on: the normalised extracted answer ("" abstains)."""
+        return self.extract(response)
+
+    def is_correct(self, key: str, item: Item) -> bool:
+        """Whether a vote key (the output of `vote_key`) answers `item` correctly."""
+        raise NotImplementedError
+
+    def reward(self, response: str, item: Item) -> float:
+        """Training reward of one response; defaults to correctness (0 or 1)."""
+        return float(self.is_correct(self.vote_key(response, item), item))
+
+
+def available_tasks() -> list[str]:
+    import tasks
+
+    return sorted(m.name for m in pkgutil.iter_modules(tasks.__path__) if not m.name.startswith("_"))
+
+
+def get_task(name: str) -> Task:
+    """`gsm8k` -> tasks/gsm8k.py; `pkg.module` -> that module's TASK."""
+    module_name = name if "." in name else f"tasks.{name}"
+    if "." not in name and name not in available_tasks():
+        raise UserError(f"unknown task {name!r}; choose one of {', '.join(available_tasks())} "
+                        "or pass a dotted module path that defines TASK")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise UserError(f"cannot import task module {module_name!r} ({exc}); "
+                        "check the dotted path and that it is on PYTHONPATH") from None
+    task = getattr(module, "TASK", None)
+    if not isinstance(task, Task):
+        raise UserError(f"task module {module_name!r} defines no TASK (an instance of harness.task.Task)")
+    return task
+
+
+def data_file(data_dir: str | None, *parts: str) -> Path:
+    """Path of an offline data file, with an error that says how to point at the data."""
+    if data_dir is None:
+        raise UserError("no data directory given; pass DATA_DIR=... (make) or --data-dir ... "
+                        "(a folder laid out like ../shared/data)")
+    path = Path(data_dir, *parts)
+    if not path.is_file():
+        raise UserError(f"data file {path} not found; DATA_DIR should hold {'/'.join(parts)} "
+                        "(laid out like ../shared/data)")
+    return path
+
+
+def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    """Rows of a JSON-lines file; a malformed row is a one-line error naming file and line."""
+    import json
+
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: malformed JSON row ({exc.msg})") from None
+            missing = [k for k in required if k not in row]
+            if missing:
+                raise UserError(f"{path}:{lineno}: row lacks field(s) {', '.join(missing)}")
+            rows.append(row)
+    return rows
+
+
+def load_hub(dataset: str, config: str | None, split: str) -> list[dict]:
+    """Rows of a Hub dataset via `datasets`; offline failures become a one-line error."""
+    try:
+        import datasets
+
+        return list(datasets.load_dataset(dataset, config, split=split))
+    except Exception as exc:  # network, auth, missing split: all end the same way for the user
+        raise UserError(f"could not load {dataset} ({split}) from the Hugging Face Hub "
+                        f"({type(exc).__name__}); offline, pass DATA_DIR=../shared/data") from None

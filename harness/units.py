@@ -1,0 +1,59 @@
+"""Run a list of independent units (population members, test voters) once each.
+
+Each finished unit is appended as one JSON line to `<tag>.rank<r>.jsonl` and flushed, so a
+killed run loses at most the units in flight and resumes where it stopped. Units not yet
+done are split across processes (round robin) and the records gathered, so every process
+ends with the same complete dict, identical to a single-process run.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+from harness import distributed as dist
+
+
+def run_units(units: list, index: Callable, work: Callable[[object], dict], folder: Path, tag: str,
+              desc: str | None = None) -> dict[int, dict]:
+    """{index(unit): record} for every unit; `work(unit)` returns the record of a new unit."""
+    done = read_records(folder, tag)
+    todo = dist.shard([u for u in units if index(u) not in done])
+    path = folder / f"{tag}.rank{dist.rank()}.jsonl"
+    fresh = []
+    label = f"{desc or tag} ({len(done)} resumed)" if done else (desc or tag)
+    for unit in tqdm(todo, desc=label, unit="unit", disable=not todo, leave=dist.is_main()):
+        record = {"index": index(unit), **work(unit)}
+        append_record(path, record)
+        fresh.append(record)
+    for record in dist.gather(fresh):
+        done[record["index"]] = record
+    missing = [index(u) for u in units if index(u) not in done]
+    if missing:
+        raise RuntimeError(f"{tag}: units {missing[:5]} were not run by any process")
+    return done
+
+
+def append_record(path: Path, record: dict) -> None:
+    """One JSON line, on disk before returning."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records(folder: Path, tag: str) -> dict[int, dict]:
+    """Finished records of every process by index; a torn last line (killed mid-write) is skipped."""
+    records: dict[int, dict] = {}
+    for path in sorted(Path(folder).glob(f"{tag}.rank*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            records[record["index"]] = record
+    return records
