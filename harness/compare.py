@@ -18,7 +18,7 @@ from harness import distributed as dist
 from harness import tracking
 from harness.compute import Ledger
 from harness.config import Protocol, as_dict, method_config
-from harness.context import TrainContext
+from harness.context import TrainContext, worst_pass_flops
 from harness.evaluate import Evaluator, Row
 from harness.generate import Engine, render
 from harness.method import get_method
@@ -44,14 +44,11 @@ def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None =
             budget_flops: float | None = None) -> Path:
     task = get_task(protocol.task)
     plugins, config = resolve(protocol, methods, settings or {})
-    config["budget_flops"] = budget_flops
+    config["budget_flops"] = budget_flops  # as asked; the matched default is filled in below
     run_dir = Path(results) / task.name / (run or run_name(config))
     if fresh and dist.is_main() and run_dir.exists():
         shutil.rmtree(run_dir)
     dist.barrier()
-    if dist.is_main():
-        write_json(run_dir / "config.json", config)
-        write_json(run_dir / "environment.json", environment())
     print(f"run directory: {run_dir}", flush=True)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world()))
 
@@ -66,6 +63,13 @@ def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None =
           f"n_train={len(train)} n_test={len(evaluator.items)} max_new_tokens={evaluator.max_new_tokens}",
           flush=True)
 
+    if budget_flops is None:
+        budget_flops = matched_budget(protocol, settings or {}, n_params, train_batches, evaluator.max_new_tokens)
+    config["budget_flops"] = budget_flops
+    print(f"training budget per method: {budget_flops:.3e} FLOPs", flush=True)
+    if dist.is_main():
+        write_json(run_dir / "config.json", config)
+        write_json(run_dir / "environment.json", environment())
     rows: list[dict] = []
     for name, plugin in plugins.items():
         rows += run_method(name, plugin, run_dir, config, protocol, task, model, tokenizer, engine, perturber,
@@ -88,7 +92,9 @@ def run_method(name, plugin, run_dir, config, protocol, task, model, tokenizer, 
     ctx = TrainContext(protocol, task, model, tokenizer, engine, perturber, ledger, train, train_batches,
                        folder, log)
     start = time.perf_counter()
+    original = perturber.base  # methods that move the weights (ES) rebase onto new tensors
     ensembles = plugin.train(ctx)
+    perturber.base = original
     perturber.restore()
     train_wall = time.perf_counter() - start
     rows = []
@@ -104,6 +110,15 @@ def run_method(name, plugin, run_dir, config, protocol, task, model, tokenizer, 
         log.finish()
     dist.barrier()
     return rows
+
+
+def matched_budget(protocol: Protocol, settings: dict, n_params: int, train_batches, max_new_tokens: int) -> float:
+    """The default training budget of every method: what RandOpt's preset population costs
+    in the worst case (n_train prompts plus max_new_tokens each, per member)."""
+    from methods.randopt import Config as RandOptConfig
+
+    population = method_config(RandOptConfig, "randopt", protocol.budget, settings).population
+    return population * worst_pass_flops(n_params, train_batches, max_new_tokens)
 
 
 def row_dict(row: Row, ledger: Ledger, train_wall: float, wall: float) -> dict:

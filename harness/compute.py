@@ -52,3 +52,21 @@ class Ledger:
     def as_dict(self) -> dict:
         return {"n_params": self.n_params, "budget_flops": self.budget, "train_flops": self.train,
                 "test_flops": self.test, "tokens": dict(self.tokens)}
+
+
+# ---- the paper's closed-form training FLOPs (PAPER.md section 4), reported beside the ledger ----
+# L is the sequence length: mean prompt tokens + max new tokens (an upper bound, as in the paper).
+
+def paper_population_flops(iterations: int, population: int, n_items: int, n_params: int, seq_len: float) -> float:
+    """ES / RandOpt: 2*T*N*D*P*L (forward passes only)."""
+    return 2.0 * iterations * population * n_items * n_params * seq_len
+
+
+def paper_grpo_flops(steps: int, batch: int, group: int, n_params: int, seq_len: float) -> float:
+    """GRPO: 8*T*B*G*P*L (policy forward 2 + reference forward 2 + backward 4)."""
+    return 8.0 * steps * batch * group * n_params * seq_len
+
+
+def paper_ppo_flops(steps: int, batch: int, group: int, n_params: int, seq_len: float) -> float:
+    """PPO: 14*T*B*G*P*L (GRPO's 8 plus critic forward 2 and backward 4)."""
+    return 14.0 * steps * batch * group * n_params * seq_len

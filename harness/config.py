@@ -11,12 +11,18 @@ from dataclasses import dataclass
 
 from harness.errors import UserError
 
-# population: RandOpt members; k: vote sizes reported; max_new_tokens is capped by the task's own.
+# randopt.population: RandOpt members, which also sets the shared training budget (compare.py);
+# k: vote sizes reported; max_new_tokens is capped by the task's own. "method.field" keys set
+# one method's field (the paper's values are each Config's defaults).
 PRESETS: dict[str, dict] = {
-    "smoke": {"n_train": 16, "n_test": 32, "max_new_tokens": 64, "k": (1, 3, 5), "population": 8},
-    "small": {"n_train": 64, "n_test": 128, "max_new_tokens": 256, "k": (1, 5, 10), "population": 32},
+    "smoke": {"n_train": 16, "n_test": 32, "max_new_tokens": 64, "k": (1, 3, 5), "randopt.population": 8,
+              "es.population": 4, "grpo.batch_prompts": 2, "grpo.num_generations": 4,
+              "ppo.batch_prompts": 4, "ppo.mini_batch": 2},
+    "small": {"n_train": 64, "n_test": 128, "max_new_tokens": 256, "k": (1, 5, 10), "randopt.population": 32,
+              "es.population": 8, "grpo.batch_prompts": 4, "grpo.num_generations": 8,
+              "ppo.batch_prompts": 16, "ppo.mini_batch": 8},
     "paper": {"n_train": 200, "n_test": None, "max_new_tokens": 1024, "k": (1, 5, 10, 20, 50),
-              "population": 5000},
+              "randopt.population": 5000},
 }
 
 
@@ -76,15 +82,17 @@ def method_config(config_cls, method: str, budget: str, settings: dict[str, str]
     method that has it, so `--set population=100` reaches RandOpt and the budget ledger.
     """
     names = {f.name: f for f in dataclasses.fields(config_cls)}
-    values = {k: v for k, v in PRESETS[budget].items() if k in names}
-    for key, raw in settings.items():
-        target, _, name = key.rpartition(".")
-        if target and target != method:
-            continue
-        if name in names:
-            values[name] = _parse(raw, names[name].type, key)
-        elif target == method:
-            raise UserError(f"unknown setting {key!r}; {method} has {', '.join(names)}")
+    values = {}
+    for source in (PRESETS[budget], settings):
+        # bare keys first, so "method.field" wins over "field" whatever the order given
+        for key in sorted(source, key=lambda k: "." in k):
+            target, _, name = key.rpartition(".")
+            if target not in ("", method):
+                continue
+            if name in names:
+                values[name] = _parse(source[key], names[name].type, key)
+            elif target == method:
+                raise UserError(f"unknown setting {key!r}; {method} has {', '.join(names) or 'no settings'}")
     return config_cls(**values)
 
 

@@ -47,6 +47,12 @@ class TrainContext:
     def max_new_tokens(self) -> int:
         return min(self.protocol.max_new_tokens, self.task.max_new_tokens)
 
+    def worst_pass_flops(self) -> float:
+        """Upper bound on one greedy pass over the train items: every prompt token plus
+        max_new_tokens per item, forward only. Methods size their work with it so the
+        ledger can never go over budget."""
+        return worst_pass_flops(self.ledger.n_params, self.train_batches, self.max_new_tokens)
+
     def rewards(self, completions) -> list[float]:
         return [self.task.reward(c.text, item) for c, item in zip(completions, self.train_items)]
 
@@ -75,3 +81,13 @@ class TrainContext:
         done = run_units(members, lambda m: m.index, work, self.out_dir, tag, desc=f"{tag} members")
         self.ledger.forward(sum(done[m.index]["tokens"] for m in members), "train")
         return [done[m.index]["score"] for m in members]
+
+
+def worst_pass_flops(n_params: int, batches: list[Batch], max_new_tokens: int) -> float:
+    prompt_tokens = sum(int(b.attention_mask.sum()) for b in batches)
+    n_items = sum(len(b.order) for b in batches)
+    return 2.0 * n_params * (prompt_tokens + n_items * max_new_tokens)
+
+
+def mean_prompt_tokens(batches: list[Batch]) -> float:
+    return sum(int(b.attention_mask.sum()) for b in batches) / sum(len(b.order) for b in batches)

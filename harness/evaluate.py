@@ -36,11 +36,9 @@ class Row:
     predictions: list[str]
     test_flops: float
     """FLOPs of all k voters' generations over the test set."""
+    label: str = ""
+    """Table label: the ensemble name for single-model rows, else "<name> K=<k>"."""
     info: dict = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return self.name if self.k == 1 and self.name in ("base",) else f"{self.name} K={self.k}"
 
 
 class Evaluator:
@@ -53,10 +51,11 @@ class Evaluator:
 
     def voter_record(self, voter: Voter) -> dict:
         """Generate with one voter on every test item; restore the base weights after."""
-        if voter.seed is not None:
-            self.perturber.apply(voter.seed, voter.sigma, voter.noise)
-        elif voter.weights:
+        self.perturber.restore()
+        if voter.weights:
             self.perturber.load_file(voter.weights)
+        if voter.seed is not None:  # on top of the trained weights, if any (ES + vote)
+            self.perturber.add_noise(voter.seed, voter.sigma, voter.noise)
         try:
             start = time.perf_counter()
             outs = self.engine.generate(self.batches, self.max_new_tokens, voter.temperature, voter.sample_seed)
@@ -82,5 +81,6 @@ class Evaluator:
         correct = [bool(p) and self.task.is_correct(p, it) for p, it in zip(preds, self.items)]
         ledger = Ledger(self.n_params)
         ledger.forward(sum(r["tokens"] for r in records), "test")
+        label = ensemble.name if tuple(ensemble.ks) == (1,) else f"{ensemble.name} K={k}"
         return Row(method, ensemble.name, k, sum(correct) / len(correct), len(correct), correct, preds,
-                   ledger.test, dict(ensemble.info))
+                   ledger.test, label, dict(ensemble.info))

@@ -17,7 +17,8 @@ from harness.errors import UserError
 
 @dataclass(frozen=True)
 class Voter:
-    """How to set the model up for one vote: base weights, plus at most one change.
+    """How to set the model up for one vote: base or trained weights, then an optional
+    perturbation, then greedy or sampled decoding.
 
     A perturbed member is (seed, sigma, noise): a few bytes that regenerate its weights.
     """

@@ -59,11 +59,15 @@ class Perturber:
         self.dirty = False
         self.scratch: dict = {}
 
-    @torch.no_grad()
     def apply(self, seed: int, sigma: float, mode: str) -> None:
         """theta <- base + sigma * eps(seed); always starts from the base."""
         if self.dirty:
             self.restore()
+        self.add_noise(seed, sigma, mode)
+
+    @torch.no_grad()
+    def add_noise(self, seed: int, sigma: float, mode: str) -> None:
+        """theta <- theta + sigma * eps(seed), on top of the current weights."""
         for p, eps in iter_noise(self.params, seed, mode, self.scratch):
             p.add_(eps.mul_(sigma))  # sigma*eps first, then add: the authors' rounding order
         self.dirty = True

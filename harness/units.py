@@ -38,10 +38,19 @@ def run_units(units: list, index: Callable, work: Callable[[object], dict], fold
 
 
 def append_record(path: Path, record: dict) -> None:
-    """One JSON line, on disk before returning."""
+    """One JSON line, on disk before returning.
+
+    After a kill mid-write the file ends in a torn line without a newline; start on a fresh
+    line then, or this record would be glued to the torn one and lost on the next resume.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    torn = False
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(("\n" if torn else "") + json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.context import Member
+from harness.compute import paper_population_flops
+from harness.context import Member, mean_prompt_tokens
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
 from harness.perturb import NOISE_MODES
@@ -61,9 +62,9 @@ def rank(scores: list[float]) -> list[int]:
 
 def affordable_population(ctx, wanted: int) -> int:
     """Members whose worst-case cost fits the training budget (all of them without one)."""
-    prompt_tokens = sum(int(b.attention_mask.sum()) for b in ctx.train_batches)
-    worst = 2 * ctx.ledger.n_params * (prompt_tokens + len(ctx.train_items) * ctx.max_new_tokens)
-    return min(wanted, int(ctx.ledger.remaining() // worst)) if ctx.ledger.budget else wanted
+    if ctx.ledger.budget is None:
+        return wanted
+    return min(wanted, int(ctx.ledger.remaining() // ctx.worst_pass_flops()))
 
 
 class RandOpt(Method):
@@ -89,8 +90,10 @@ class RandOpt(Method):
                 ctx.log.log({"member/score": s, "member/sigma": members[i].sigma}, step=i)
         voters = [Voter(f"member{i}", seed=members[i].seed, sigma=members[i].sigma, noise=cfg.noise)
                   for i in order[:max(ks)]]
+        seq_len = mean_prompt_tokens(ctx.train_batches) + ctx.max_new_tokens
+        paper = paper_population_flops(1, n, len(ctx.train_items), ctx.ledger.n_params, seq_len)
         return [Ensemble("randopt", voters, ks=ks, info={"population": n, "noise": cfg.noise,
-                                                          "sigmas": list(cfg.sigmas)})]
+                                                          "sigmas": list(cfg.sigmas), "paper_train_flops": paper})]
 
 
 METHOD = RandOpt
