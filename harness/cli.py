@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--k", type=_ints, help="vote sizes, e.g. 1,5,10")
     c.add_argument("--seed", type=int)
     c.add_argument("--batch-size", type=int)
+    c.add_argument("--seeds", type=int, default=int(os.environ.get("SEEDS") or 1),
+                   help="repeat every method with this many seeds (seed, seed+1, ...)")
     c.add_argument("--budget-flops", type=float, default=None, help="training FLOP budget per method")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="method setting, e.g. randopt.population=100 or noise=released (repeatable)")
@@ -78,7 +80,10 @@ def run(args) -> int:
                              n_train=args.n_train, n_test=args.n_test, max_new_tokens=args.max_new_tokens,
                              k=args.k, seed=args.seed, batch_size=args.batch_size)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    compare(protocol, methods, _settings(args.set), args.results, args.run, args.fresh, args.budget_flops)
+    if args.seeds < 1:
+        raise UserError(f"SEEDS/--seeds must be >= 1, got {args.seeds}")
+    compare(protocol, methods, _settings(args.set), args.results, args.run, args.fresh, args.budget_flops,
+            args.seeds)
     return 0
 
 

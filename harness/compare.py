@@ -3,19 +3,25 @@
 Methods train with a TrainContext (never the test split), the Evaluator scores what they
 return, and each method's rows are written as soon as it finishes, so a rerun of the same
 command skips finished methods and resumes the unfinished one where it stopped.
+
+results/<task>/<run>/ holds config.json, environment.json, summary.json, table.md and one
+folder per seed, seed<S>/, with base_train.json, predictions.jsonl and a folder per method
+(rows.json, ledger.json, curve.jsonl, and the method's own persisted work).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from harness import distributed as dist
-from harness import tracking
+from harness import memory, tracking
 from harness.compute import Ledger
 from harness.config import Protocol, as_dict, method_config
 from harness.context import TrainContext, worst_pass_flops
@@ -26,13 +32,32 @@ from harness.model import load_model
 from harness.perturb import Perturber
 from harness.results import environment, markdown_table, read_json, run_name, write_json
 from harness.splits import train_items
-from harness.task import get_task
+from harness.task import Task, get_task
 
 DEFAULT_METHODS = ("base", "self_consistency", "randopt")
 
 
+@dataclass
+class Session:
+    """What every method of a comparison shares: one model, one engine, one set of items."""
+
+    protocol: Protocol
+    task: Task
+    config: dict
+    run_dir: Path
+    model: object
+    tokenizer: object
+    engine: Engine
+    perturber: Perturber
+    n_params: int
+    train: list
+    train_batches: list
+    evaluator: Evaluator
+    budget_flops: float
+
+
 def resolve(protocol: Protocol, methods, settings: dict) -> tuple[dict, dict]:
-    """Method classes and the fully resolved config; every bad name or value fails here, early."""
+    """Method instances and the fully resolved config; every bad name or value fails here, early."""
     classes = {name: get_method(name) for name in methods}
     configs = {name: method_config(cls.Config, name, protocol.budget, settings) for name, cls in classes.items()}
     config = {"protocol": as_dict(protocol), "methods": {n: as_dict(c) for n, c in configs.items()}}
@@ -41,17 +66,36 @@ def resolve(protocol: Protocol, methods, settings: dict) -> tuple[dict, dict]:
 
 def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None = None,
             results: str = "results", run: str | None = None, fresh: bool = False,
-            budget_flops: float | None = None) -> Path:
+            budget_flops: float | None = None, seeds: int = 1) -> Path:
+    """Run every method for `seeds` seeds (protocol.seed, +1, ...); returns the run folder."""
+    settings = settings or {}
     task = get_task(protocol.task)
-    plugins, config = resolve(protocol, methods, settings or {})
-    config["budget_flops"] = budget_flops  # as asked; the matched default is filled in below
+    plugins, config = resolve(protocol, methods, settings)
+    config.update(budget_flops=budget_flops, seeds=[protocol.seed + s for s in range(seeds)])
     run_dir = Path(results) / task.name / (run or run_name(config))
     if fresh and dist.is_main() and run_dir.exists():
         shutil.rmtree(run_dir)
     dist.barrier()
     print(f"run directory: {run_dir}", flush=True)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world()))
+    session = open_session(protocol, task, config, run_dir, settings, budget_flops)
+    rows: list[dict] = []
+    for seed in config["seeds"]:
+        seeded = dataclasses.replace(session, protocol=dataclasses.replace(protocol, seed=seed))
+        folder = run_dir / f"seed{seed}"
+        base_train_score(seeded, folder)
+        seed_rows = []
+        for name, plugin in plugins.items():
+            seed_rows += run_method(seeded, name, plugin, folder, seed)
+        if dist.is_main():
+            write_predictions(folder, seed_rows, session.evaluator)
+        rows += seed_rows
+    if dist.is_main():
+        finish(run_dir, rows)
+    return run_dir
 
+
+def open_session(protocol, task, config, run_dir, settings, budget_flops) -> Session:
     model, tokenizer = load_model(protocol.model, dist.device())
     engine = Engine(model, tokenizer, protocol.batch_size)
     perturber = Perturber(model)
@@ -62,54 +106,15 @@ def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None =
     print(f"task={task.name} model={protocol.model or 'smollm2 (embedded)'} P={n_params:,} "
           f"n_train={len(train)} n_test={len(evaluator.items)} max_new_tokens={evaluator.max_new_tokens}",
           flush=True)
-
     if budget_flops is None:
-        budget_flops = matched_budget(protocol, settings or {}, n_params, train_batches, evaluator.max_new_tokens)
+        budget_flops = matched_budget(protocol, settings, n_params, train_batches, evaluator.max_new_tokens)
     config["budget_flops"] = budget_flops
-    print(f"training budget per method: {budget_flops:.3e} FLOPs", flush=True)
+    print(f"training budget per method: {budget_flops:.3e} FLOPs (same for every method)", flush=True)
     if dist.is_main():
         write_json(run_dir / "config.json", config)
         write_json(run_dir / "environment.json", environment())
-    rows: list[dict] = []
-    for name, plugin in plugins.items():
-        rows += run_method(name, plugin, run_dir, config, protocol, task, model, tokenizer, engine, perturber,
-                           n_params, train, train_batches, evaluator, budget_flops)
-    if dist.is_main():
-        finish(run_dir, rows, evaluator)
-    return run_dir
-
-
-def run_method(name, plugin, run_dir, config, protocol, task, model, tokenizer, engine, perturber,
-               n_params, train, train_batches, evaluator, budget_flops) -> list[dict]:
-    folder = run_dir / name
-    if (folder / "rows.json").is_file():
-        print(f"{name}: finished earlier, reusing {folder / 'rows.json'}", flush=True)
-        return read_json(folder / "rows.json")
-    folder.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(n_params, budget_flops)
-    log = tracking.start("thicket", f"{task.name}-{run_dir.name}", name, config, run_dir / "wandb") \
-        if dist.is_main() else tracking.NullLogger()
-    ctx = TrainContext(protocol, task, model, tokenizer, engine, perturber, ledger, train, train_batches,
-                       folder, log)
-    start = time.perf_counter()
-    original = perturber.base  # methods that move the weights (ES) rebase onto new tensors
-    ensembles = plugin.train(ctx)
-    perturber.base = original
-    perturber.restore()
-    train_wall = time.perf_counter() - start
-    rows = []
-    for ensemble in ensembles:
-        for row in evaluator.evaluate(ensemble, folder, name):
-            rows.append(row_dict(row, ledger, train_wall, time.perf_counter() - start))
-    if dist.is_main():
-        write_json(folder / "ledger.json", ledger.as_dict())
-        write_json(folder / "rows.json", rows)
-        for r in rows:
-            log.summary({f"{r['label']}/accuracy": r["accuracy"], f"{r['label']}/test_flops": r["test_flops"]})
-        log.summary({"train_flops": ledger.train})
-        log.finish()
-    dist.barrier()
-    return rows
+    return Session(protocol, task, config, run_dir, model, tokenizer, engine, perturber, n_params, train,
+                   train_batches, evaluator, budget_flops)
 
 
 def matched_budget(protocol: Protocol, settings: dict, n_params: int, train_batches, max_new_tokens: int) -> float:
@@ -121,20 +126,74 @@ def matched_budget(protocol: Protocol, settings: dict, n_params: int, train_batc
     return population * worst_pass_flops(n_params, train_batches, max_new_tokens)
 
 
-def row_dict(row: Row, ledger: Ledger, train_wall: float, wall: float) -> dict:
-    return {"method": row.method, "name": row.name, "label": row.label, "k": row.k, "accuracy": row.accuracy,
-            "n_test": row.n_test, "train_flops": ledger.train, "paper_train_flops": row.info.get("paper_train_flops"),
-            "test_flops": row.test_flops, "train_wall_s": train_wall, "wall_s": wall, "info": row.info,
+def base_train_score(s: Session, folder: Path) -> None:
+    """The unperturbed model's mean train reward: the reference for the thicket histogram.
+    An analysis figure, charged to no method."""
+    path = folder / "base_train.json"
+    if path.is_file():
+        return
+    ctx = train_context(s, folder, Ledger(s.n_params), None)
+    score, tokens = ctx.score_current()
+    if dist.is_main():
+        write_json(path, {"score": score, "tokens": tokens})
+
+
+def train_context(s: Session, folder: Path, ledger: Ledger, log) -> TrainContext:
+    return TrainContext(s.protocol, s.task, s.model, s.tokenizer, s.engine, s.perturber, ledger, s.train,
+                        s.train_batches, folder, log)
+
+
+def run_method(s: Session, name: str, plugin, seed_dir: Path, seed: int) -> list[dict]:
+    folder = seed_dir / name
+    if (folder / "rows.json").is_file():
+        print(f"{name} (seed {seed}): finished earlier, reusing {folder / 'rows.json'}", flush=True)
+        return read_json(folder / "rows.json")
+    folder.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(s.n_params, s.budget_flops)
+    log = tracking.start("thicket", f"{s.task.name}-{s.run_dir.name}", f"{name}-seed{seed}", s.config,
+                         s.run_dir / "wandb") if dist.is_main() else tracking.NullLogger()
+    memory.reset_peak()
+    start = time.perf_counter()
+    original = s.perturber.base  # methods that move the weights (ES) rebase onto new tensors
+    ensembles = plugin.train(train_context(s, folder, ledger, log))
+    s.perturber.base = original
+    s.perturber.restore()
+    train_wall = time.perf_counter() - start
+    rows = []
+    for ensemble in ensembles:
+        for row in s.evaluator.evaluate(ensemble, folder, name):
+            rows.append(row_dict(row, ledger, seed, train_wall, time.perf_counter() - start))
+    peak = memory.peak_gib()
+    for r in rows:
+        r.update(peak_rss_gib=peak["rss_gib"], peak_gpu_gib=peak["gpu_gib"])
+    if dist.is_main():
+        write_json(folder / "ledger.json", ledger.as_dict())
+        write_json(folder / "rows.json", rows)
+        tracking.log_rows(log, rows)
+        log.finish()
+    dist.barrier()
+    return rows
+
+
+def row_dict(row: Row, ledger: Ledger, seed: int, train_wall: float, wall: float) -> dict:
+    return {"method": row.method, "name": row.name, "label": row.label, "k": row.k, "seed": seed,
+            "accuracy": row.accuracy, "n_test": row.n_test, "train_flops": ledger.train,
+            "paper_train_flops": row.info.get("paper_train_flops"), "budget_flops": ledger.budget,
+            "test_flops": row.test_flops, "test_flops_per_item": row.test_flops / row.n_test,
+            "train_wall_s": train_wall, "wall_s": wall, "info": row.info,
             "correct": row.correct, "predictions": row.predictions}
 
 
-def finish(run_dir: Path, rows: list[dict], evaluator: Evaluator) -> None:
-    with open(run_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+def write_predictions(folder: Path, rows: list[dict], evaluator: Evaluator) -> None:
+    with open(folder / "predictions.jsonl", "w", encoding="utf-8") as f:
         for i, item in enumerate(evaluator.items):
             votes = {r["label"]: {"vote": r["predictions"][i], "correct": r["correct"][i]} for r in rows}
             f.write(json.dumps({"id": item.id, "gold": str(item.gold), "rows": votes}) + "\n")
-    summary = [{k: v for k, v in r.items() if k not in ("correct", "predictions")} for r in rows]
-    write_json(run_dir / "summary.json", summary)
+
+
+def finish(run_dir: Path, rows: list[dict]) -> None:
+    write_json(run_dir / "summary.json", [{k: v for k, v in r.items() if k not in ("correct", "predictions")}
+                                          for r in rows])
     table = markdown_table(rows)
     (run_dir / "table.md").write_text(table + "\n", encoding="utf-8")
     print("\n" + table + "\n", flush=True)

@@ -65,12 +65,30 @@ def fmt_flops(x: float | None) -> str:
     return "-" if not x else f"{x:.2e}"
 
 
-def markdown_table(rows: list[dict]) -> str:
-    head = ("| method | K | test acc | n_test | train FLOPs | train FLOPs (paper formula) "
-            "| test FLOPs | wall s |\n|---|---|---|---|---|---|---|---|")
-    lines = [head]
+def group_rows(rows: list[dict]) -> list[list[dict]]:
+    """Rows grouped by label (one per seed), in first-seen order."""
+    groups: dict[str, list[dict]] = {}
     for r in rows:
-        lines.append(f"| {r['label']} | {r['k']} | {100 * r['accuracy']:.1f}% | {r['n_test']} "
+        groups.setdefault(r["label"], []).append(r)
+    return list(groups.values())
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, var ** 0.5
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Methods x accuracy; with several seeds, accuracy is mean +- sample std over seeds."""
+    head = ("| method | K | test acc | seeds | n_test | train FLOPs | train FLOPs (paper formula) "
+            "| test FLOPs/item | wall s |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for group in group_rows(rows):
+        r = group[0]
+        mean, std = mean_std([g["accuracy"] for g in group])
+        acc = f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if len(group) > 1 else "")
+        lines.append(f"| {r['label']} | {r['k']} | {acc} | {len(group)} | {r['n_test']} "
                      f"| {fmt_flops(r.get('train_flops'))} | {fmt_flops(r.get('paper_train_flops'))} "
-                     f"| {fmt_flops(r.get('test_flops'))} | {r.get('wall_s', 0):.0f} |")
+                     f"| {fmt_flops(r['test_flops'] / r['n_test'])} | {mean_std([g['wall_s'] for g in group])[0]:.0f} |")
     return "\n".join(lines)

@@ -65,3 +65,13 @@ def start(project: str, group: str, name: str, config: dict, folder) -> NullLogg
     except Exception as exc:
         warnings.warn(f"W&B could not start ({type(exc).__name__}: {exc}); continuing without it")
         return NullLogger()
+
+
+def log_rows(log: NullLogger, rows: list[dict]) -> None:
+    """A method's result rows as W&B summary values and a table (same columns as table.md)."""
+    columns = ["label", "k", "seed", "accuracy", "train_flops", "paper_train_flops", "test_flops", "wall_s"]
+    log.table("results", columns, [[r.get(c) for c in columns] for r in rows])
+    for r in rows:
+        log.summary({f"{r['label']}/accuracy": r["accuracy"], f"{r['label']}/test_flops": r["test_flops"]})
+    if rows:
+        log.summary({"train_flops": rows[0]["train_flops"]})

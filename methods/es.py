@@ -15,7 +15,7 @@ come from default_rng([seed, t]) so any iteration can be regenerated on resume.
 
 Persistence: every member's score is a JSON line as it finishes (iter<t>.rank*.jsonl); after
 each update the weights are saved (theta-<t>.safetensors, the last two kept) before the
-pointer theta.json moves to them, and the iteration is appended to iterations.jsonl, so a
+pointer theta.json moves to them, and the iteration's rewards are appended to curve.jsonl, so a
 killed run resumes at the last finished iteration and ends with the same weights.
 
 Run: `make compare TASK=arith METHODS=es` or `thicket compare --task arith --methods es --set es.population=30`.
@@ -138,9 +138,9 @@ class ES(Method):
             stale = theta_path(ctx, t - 2)  # keep t and t-1: the final population was drawn around t-1
             if stale.is_file():
                 stale.unlink()
-            append_record(ctx.out_dir / "iterations.jsonl", {"iteration": t, "mean_reward": float(np.mean(scores)),
-                                                              "max_reward": float(np.max(scores)),
-                                                              "train_flops": ctx.ledger.train})
+            append_record(ctx.out_dir / "curve.jsonl", {"step": t, "train_flops": ctx.ledger.train,
+                                                         "train_reward": float(np.mean(scores)),
+                                                         "max_reward": float(np.max(scores))})
         dist.barrier()
         if ctx.log:
             ctx.log.log({"es/mean_reward": float(np.mean(scores)), "es/max_reward": float(np.max(scores)),

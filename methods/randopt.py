@@ -74,6 +74,9 @@ class RandOpt(Method):
     def train(self, ctx) -> list[Ensemble]:
         cfg, ks = self.config, ctx.protocol.k
         n = affordable_population(ctx, cfg.population)
+        if n < 1:
+            raise UserError(f"the training budget ({ctx.ledger.budget:.3g} FLOPs) affords no RandOpt member "
+                            f"({ctx.worst_pass_flops():.3g} FLOPs each); raise the budget")
         if max(ks) > n:
             raise UserError(f"K={max(ks)} is larger than the population N={n}; lower K "
                             "(--k) or raise the population / budget")

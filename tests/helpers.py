@@ -1,0 +1,27 @@
+"""Building a TrainContext on a small model without running a whole comparison."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.compute import Ledger
+from harness.config import protocol_from
+from harness.context import TrainContext
+from harness.generate import Engine, render
+from harness.model import load_model
+from harness.perturb import Perturber
+from harness.splits import train_items
+from harness.task import get_task
+
+
+def make_context(model_dir: str, out_dir: Path, budget: float | None = None, task: str = "arith",
+                 **protocol) -> TrainContext:
+    settings = {"n_train": 4, "n_test": 4, "max_new_tokens": 4, "k": (1,), **protocol}
+    proto = protocol_from(task, "smoke", model=model_dir, **settings)
+    the_task = get_task(task)
+    model, tokenizer = load_model(model_dir)
+    engine, perturber = Engine(model, tokenizer, 8), Perturber(model)
+    items = train_items(the_task, proto)
+    batches = engine.prepare([render(tokenizer, it.messages) for it in items])
+    ledger = Ledger(sum(p.numel() for _, p in perturber.params), budget)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return TrainContext(proto, the_task, model, tokenizer, engine, perturber, ledger, items, batches, out_dir)
