@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 TORCH := torch==2.13.0
 
 TASK ?= arith
-BUDGET ?= small
-METHODS ?= base,self_consistency,randopt
+BUDGET ?=
+METHODS ?= base,self_consistency,randopt,es,grpo,ppo
 DATA_DIR ?=
 NPROC ?= 1
 SEED ?=
@@ -23,7 +23,12 @@ else
 THICKET := $(BIN)/accelerate launch --multi_gpu --num_processes $(NPROC) -m harness.cli
 endif
 
-.PHONY: install test test-fast compare bench clean
+SIGMAS ?=
+TABLE ?=
+MODEL ?=
+RUN_DIR ?=
+
+.PHONY: install test test-fast compare bench density reproduce report crosscheck clean
 
 install: $(STAMP)
 
@@ -44,8 +49,22 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 compare: install
-	$(THICKET) compare --task $(TASK) --budget $(BUDGET) --methods $(METHODS) \
+	$(THICKET) compare --task $(TASK) --budget $(or $(BUDGET),small) --methods $(METHODS) \
 		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(SEED),--seed $(SEED)) $(ARGS)
+
+density: install
+	$(BIN)/thicket density --task $(TASK) $(if $(BUDGET),--budget $(BUDGET)) \
+		$(if $(SIGMAS),--sigmas $(SIGMAS)) $(if $(MODEL),--model $(MODEL)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
+
+reproduce: install
+	$(BIN)/thicket reproduce --table $(TABLE) $(if $(BUDGET),--budget $(BUDGET)) \
+		$(if $(MODEL),--model $(MODEL)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
+
+report: install
+	$(BIN)/thicket report $(RUN_DIR)
+
+crosscheck: install
+	$(BIN)/thicket crosscheck $(RUN_DIR) $(ARGS)
 
 bench: install
 	$(BIN)/python bench/throughput.py $(ARGS)

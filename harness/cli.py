@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
 from harness.errors import UserError
+from harness.method import DEFAULT_METHODS
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -25,12 +27,21 @@ def _settings(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+# Subcommands that live in their own module, each with add_arguments(parser) and run(args).
+TOOLS = {
+    "report": ("harness.report", "rebuild report.md and report.html from a stored run folder"),
+    "crosscheck": ("harness.crosscheck", "score a gsm8k run's single-model rows with lm-eval, item by item"),
+    "density": ("harness.density", "the paper's delta(m) curve: M perturbations per sigma"),
+    "reproduce": ("harness.reproduce", "run one of the paper's tables and print ours beside the reported"),
+}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="thicket", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="run methods under one protocol and print a table")
     c.add_argument("--task", required=True, help="task name (tasks/<name>.py) or dotted module path")
-    c.add_argument("--methods", default="base,self_consistency,randopt", help="comma-separated method names")
+    c.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names")
     c.add_argument("--model", default=None, help="Hugging Face id or local folder (default: embedded SmolLM2)")
     c.add_argument("--data-dir", default=os.environ.get("DATA_DIR") or None,
                    help="offline data folder laid out like ../shared/data (default: the Hub)")
@@ -49,7 +60,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--results", default="results", help="results root folder")
     c.add_argument("--run", default=None, help="run folder name (default: derived from the config)")
     c.add_argument("--fresh", action="store_true", help="discard an earlier run with the same config")
+    c.add_argument("--crosscheck", action="store_true",
+                   help="after the run, score single-model rows with lm-eval too (gsm8k only)")
     sub.add_parser("list", help="list tasks and methods")
+    for name, (module, text) in TOOLS.items():
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=text))
     return p
 
 
@@ -66,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
+    if args.command in TOOLS:
+        return importlib.import_module(TOOLS[args.command][0]).run(args)
     if args.command == "list":
         from harness.method import available_methods
         from harness.task import available_tasks
@@ -82,8 +99,13 @@ def run(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.seeds < 1:
         raise UserError(f"SEEDS/--seeds must be >= 1, got {args.seeds}")
-    compare(protocol, methods, _settings(args.set), args.results, args.run, args.fresh, args.budget_flops,
-            args.seeds)
+    run_dir = compare(protocol, methods, _settings(args.set), args.results, args.run, args.fresh,
+                      args.budget_flops, args.seeds)
+    if args.crosscheck:
+        from harness import crosscheck, report
+
+        crosscheck.crosscheck(run_dir, list(crosscheck.SINGLE_ROWS))
+        report.build_report(run_dir)
     return 0
 
 

@@ -27,14 +27,13 @@ from harness.config import Protocol, as_dict, method_config
 from harness.context import TrainContext, worst_pass_flops
 from harness.evaluate import Evaluator, Row
 from harness.generate import Engine, render
-from harness.method import get_method
+from harness.method import DEFAULT_METHODS, get_method
 from harness.model import load_model
 from harness.perturb import Perturber
 from harness.results import environment, markdown_table, read_json, run_name, write_json
 from harness.splits import train_items
 from harness.task import Task, get_task
 
-DEFAULT_METHODS = ("base", "self_consistency", "randopt")
 
 
 @dataclass
@@ -197,4 +196,7 @@ def finish(run_dir: Path, rows: list[dict]) -> None:
     table = markdown_table(rows)
     (run_dir / "table.md").write_text(table + "\n", encoding="utf-8")
     print("\n" + table + "\n", flush=True)
-    print(f"results: {run_dir}", flush=True)
+    from harness.report import build_report
+
+    md, html = build_report(run_dir)
+    print(f"results: {run_dir}\nreport: {md} and {html}", flush=True)

@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from harness.errors import UserError
 
 
+# What `make compare` / `thicket compare` runs when no METHODS are named.
+DEFAULT_METHODS = ("base", "self_consistency", "randopt", "es", "grpo", "ppo")
+
+
 @dataclass(frozen=True)
 class Voter:
     """How to set the model up for one vote: base or trained weights, then an optional

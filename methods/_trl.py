@@ -10,12 +10,15 @@ score completions, charge the ledger, persist and hand weights to the evaluator:
 - `LedgerCallback`: charges `ctx.ledger` from tokens actually processed, stops before the
   budget would be overspent, forwards metrics to `ctx.log`;
 - `save_policy`: LoRA merged, weights saved under the harness's parameter names, so that
-  `Perturber.load_file` loads them into the harness's own model instance.
+  `Perturber.load_file` loads them into the harness's own model instance;
+- persistence: `result.json` marks a finished run; `Checkpointer`/`restore` resume a trainer
+  that cannot resume itself (GRPO uses the Trainer's own checkpoints).
 """
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ from harness.generate import render
 from harness.perturb import parameters
 from harness.splits import first_items
 from harness.tracking import NullLogger
+from harness.units import append_record
 
 TRAIN_ITEMS = ("selection", "full")
 
@@ -98,6 +102,11 @@ def charge(ledger, passes: list[Pass], tokens: int) -> None:
             ledger.backward(tokens, n_params=p.n_params)
 
 
+def largest_divisor(n: int, at_most: int) -> int:
+    """The largest d <= at_most dividing n: a micro-batch that splits a mini-batch evenly."""
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+
 def affordable_steps(ledger, worst_step_flops: float, max_steps: int, name: str) -> int:
     """min(max_steps, floor(remaining budget / worst step)); a UserError when that is 0."""
     if ledger.budget is None:
@@ -117,11 +126,14 @@ class LedgerCallback(TrainerCallback):
     rollout so far; each of those tokens goes once through every Pass. The whole rollout is
     charged when its tokens appear (at its first optimizer step), so the ledger never lags
     the work committed. On resume the count comes back with the checkpoint and is charged once.
+    The stop is a guard: steps are sized to the budget up front (and PPOTrainer's loop ignores
+    should_training_stop, so there the up-front count is what binds).
     """
 
     def __init__(self, name, ledger, passes, tokens_seen, worst_step_flops, updates_per_step,
-                 log=None, reward_key="reward", step_offset=0):
+                 log=None, reward_key="reward", step_offset=0, curve=None):
         self.name, self.ledger, self.passes, self.tokens_seen = name, ledger, passes, tokens_seen
+        self.curve = curve  # curve.jsonl: the learning curve the report plots against train FLOPs
         self.worst, self.updates_per_step = worst_step_flops, updates_per_step
         self.log, self.reward_key, self.step_offset = log or NullLogger(), reward_key, step_offset
         self.charged_tokens = 0
@@ -159,7 +171,11 @@ class LedgerCallback(TrainerCallback):
         metrics = {f"{self.name}/{k}": v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         if self.reward_key in (logs or {}):
             metrics[f"{self.name}/reward_mean"] = logs[self.reward_key]
+            if self.curve is not None:
+                append_record(self.curve, {"step": state.global_step, "train_flops": self.ledger.train,
+                                           "train_reward": float(logs[self.reward_key])})
         metrics[f"{self.name}/train_flops"] = self.ledger.train
+        metrics[f"{self.name}/step"] = self.step(state)
         self.log.log(metrics, step=self.step_offset * self.updates_per_step + state.global_step)
 
 
@@ -190,8 +206,8 @@ def common_args(ctx, cfg, seed: int) -> dict:
     """TrainingArguments shared by both trainers: no W&B inside TRL, constant lr (verl's default)."""
     return dict(output_dir=str(ctx.out_dir / "checkpoints"), learning_rate=cfg.learning_rate,
                 lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, logging_steps=1,
-                report_to="none", disable_tqdm=True, bf16=mixed_precision(ctx), gradient_checkpointing=False,
-                seed=seed, dataloader_num_workers=0)
+                report_to="none", disable_tqdm=True, bf16=mixed_precision(ctx), activation_checkpointing=False,
+                seed=seed, dataloader_num_workers=0, dataloader_pin_memory=False)
 
 
 def quiet(trainer) -> None:
@@ -219,6 +235,37 @@ def save_policy(model, perturber, path: Path) -> str:
     return str(path)
 
 
+class Checkpointer(TrainerCallback):
+    """Saves `parts` (modules, optimizer: anything with state_dict) every `every` steps, atomically.
+
+    For trainers that cannot resume themselves (PPOTrainer); `progress(state)` gives the
+    (steps, tokens) done so far, stored beside the weights so the ledger can be restored.
+    """
+
+    def __init__(self, path: Path, every: int, parts: dict, progress):
+        self.path, self.every, self.parts, self.progress = path, every, parts, progress
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            steps, tokens = self.progress(state)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".partial")
+            torch.save({"steps": steps, "tokens": tokens, **{k: v.state_dict() for k, v in self.parts.items()}},
+                       tmp)
+            tmp.rename(self.path)  # a kill mid-save keeps the previous checkpoint
+
+
+def restore(path: Path, parts: dict, name: str) -> tuple[int, int]:
+    """Load a Checkpointer checkpoint into `parts` if there is one; (steps, tokens) done so far."""
+    if not path.is_file():
+        return 0, 0
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    for key, part in parts.items():
+        part.load_state_dict(ckpt[key])
+    print(f"{name}: resuming after step {ckpt['steps']} from {path}", flush=True)
+    return ckpt["steps"], ckpt["tokens"]
+
+
 def load_result(out_dir: Path) -> dict | None:
     """A finished run's record (written after its weights), or None."""
     path = out_dir / "result.json"
@@ -229,6 +276,8 @@ def load_result(out_dir: Path) -> dict | None:
 
 
 def write_result(out_dir: Path, result: dict) -> None:
+    """Mark training finished; its checkpoints (GBs with optimizer state) are then dead weight."""
     tmp = out_dir / "result.json.partial"
     tmp.write_text(json.dumps(result, indent=1))
     tmp.rename(out_dir / "result.json")
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)

@@ -30,8 +30,8 @@ from harness.compute import paper_grpo_flops
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
 from methods._trl import (TRAIN_ITEMS, LedgerCallback, Pass, affordable_steps, charge, common_args,
-                          flops_per_token, load_result, lora_config, policy_copy, quiet, save_policy,
-                          task_reward_function, training_prompts, write_result)
+                          flops_per_token, largest_divisor, load_result, lora_config, policy_copy, quiet,
+                          save_policy, task_reward_function, training_prompts, write_result)
 
 DEVIATIONS = ["TRL 1.12 GRPOTrainer instead of verl (loss dapo, k3 KL in the loss, clip 0.2, constant lr)",
               "preset sizes for B, G, n_train, max_new_tokens; mini_batch clamped to B",
@@ -49,7 +49,7 @@ class Config:
     mini_batch: int = 64
     """Prompts per optimizer update, as verl's ppo_mini_batch_size: B/mini_batch updates per step (paper: 64)."""
     micro_batch: int = 8
-    """Completions per forward/backward pass; gradients accumulate up to a mini-batch (memory only)."""
+    """Most completions per forward/backward pass; gradients accumulate to a mini-batch (memory only)."""
     beta: float = 1e-3
     """KL coefficient to the starting model; 0 drops the reference forward (paper: 1e-3)."""
     temperature: float = 1.0
@@ -77,9 +77,6 @@ class Config:
         if self.batch_prompts % self.mini > 0:
             raise UserError(f"grpo.batch_prompts={self.batch_prompts} must be a multiple of "
                             f"mini_batch={self.mini_batch}")
-        if (self.mini * self.num_generations) % self.micro > 0:
-            raise UserError(f"grpo: a mini-batch of {self.mini * self.num_generations} completions must be a "
-                            f"multiple of micro_batch={self.micro_batch}")
 
     @property
     def mini(self) -> int:
@@ -88,7 +85,8 @@ class Config:
 
     @property
     def micro(self) -> int:
-        return min(self.micro_batch, self.mini * self.num_generations)
+        """The largest micro-batch up to micro_batch that splits a mini-batch's completions evenly."""
+        return largest_divisor(self.mini * self.num_generations, self.micro_batch)
 
     @property
     def updates_per_step(self) -> int:
@@ -144,11 +142,13 @@ class GRPO(Method):
         from trl import GRPOConfig, GRPOTrainer
 
         cfg = self.config
-        # The policy count of tokens: TRL adds every rollout's prompt + completion tokens (up to
-        # EOS, no padding, gathered over processes) to state.num_input_tokens_seen, which is
-        # saved in and restored from checkpoints, so resumed runs charge finished work once.
+        # Token count: TRL's _generate adds every rollout's prompt + completion tokens (completions
+        # cut after EOS, no padding, gathered over processes, whatever the generation backend) to
+        # state.num_input_tokens_seen. The Trainer checkpoints that state and restores it on
+        # resume, so finished work is charged exactly once; a reward-function wrapper would see
+        # completions but not prompt token counts, and its count would be lost on a kill.
         meter = LedgerCallback("grpo", ctx.ledger, passes, lambda state: state.num_input_tokens_seen, worst,
-                               cfg.updates_per_step, ctx.log, reward_key="reward")
+                               cfg.updates_per_step, ctx.log, reward_key="reward", curve=ctx.out_dir / "curve.jsonl")
         args = GRPOConfig(**common_args(ctx, cfg, ctx.protocol.seed),
                           per_device_train_batch_size=cfg.micro,
                           gradient_accumulation_steps=cfg.mini * cfg.num_generations // cfg.micro,
@@ -165,7 +165,7 @@ class GRPO(Method):
         trainer.train(resume_from_checkpoint=get_last_checkpoint(args.output_dir))
 
         weights = save_policy(trainer.accelerator.unwrap_model(trainer.model), ctx.perturber,
-                              ctx.out_dir / "grpo.safetensors")
+                              ctx.out_dir / "policy.safetensors")
         times = meter.step_times
         result = {"weights": weights, "tokens": meter.charged_tokens,
                   "info": {"steps": meter.step(trainer.state), "optimizer_steps": trainer.state.global_step,

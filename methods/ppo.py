@@ -7,8 +7,9 @@ value model gives advantages; clipped policy and value losses, B/mini_batch upda
 
 Paper (Gan & Isola, "Neural Thickets", arXiv 2603.12228; PAPER.md section 3): verl, batch 128,
 G=1, actor lr 1e-6, critic lr 1e-5, mini-batch 32, KL 1e-3, GAE; the Config defaults. Deviations:
-- TRL 1.12's experimental PPOTrainer instead of verl: KL (k1) enters the reward (verl's KL-in-
-  reward form), clip 0.2 for policy and value, no gradient clipping (TRL's loop has none).
+- TRL 1.12's experimental PPOTrainer instead of verl: the KL (k1 estimate) enters the per-token
+  reward, TRL's only form (verl can put it in the loss instead); TRL's clip ranges (0.2 for
+  policy and value); no gradient clipping (TRL's PPO loop has none).
 - One optimizer with two parameter groups gives the actor and critic their own learning rates
   (TRL's own would use one lr for both). TRL accumulates a whole rollout into one update per
   epoch; we set its accumulation to one mini-batch, so each mini-batch is one update as in verl.
@@ -31,16 +32,16 @@ from types import SimpleNamespace
 
 import torch
 from torch import nn
-from transformers import TrainerCallback
 
 from harness.compute import paper_ppo_flops
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
-from methods._trl import (TRAIN_ITEMS, LedgerCallback, Pass, affordable_steps, charge, common_args,
-                          flops_per_token, load_result, lora_config, policy_copy, quiet, save_policy,
-                          training_prompts, write_result)
+from methods._trl import (TRAIN_ITEMS, Checkpointer, LedgerCallback, Pass, affordable_steps, charge,
+                          common_args, flops_per_token, largest_divisor, load_result, lora_config, policy_copy,
+                          quiet, restore, save_policy, training_prompts, write_result)
 
-DEVIATIONS = ["TRL 1.12 experimental PPOTrainer instead of verl (k1 KL in the reward, clip 0.2, no grad clipping)",
+DEVIATIONS = ["TRL 1.12 experimental PPOTrainer instead of verl (k1 KL in the reward, TRL clip ranges, "
+              "no grad clipping)",
               "actor and critic lrs as two parameter groups of one AdamW; one update per mini-batch",
               "rule-based task reward in TRL's reward-model slot; critic initialised from the policy",
               "preset sizes; steps = what the FLOP budget affords at the worst case per step"]
@@ -57,7 +58,7 @@ class Config:
     mini_batch: int = 32
     """Completions per optimizer update: B/mini_batch updates per epoch (paper: 32)."""
     micro_batch: int = 8
-    """Completions per forward/backward pass; gradients accumulate up to a mini-batch (memory only)."""
+    """Most completions per forward/backward pass; gradients accumulate to a mini-batch (memory only)."""
     kl_coef: float = 1e-3
     """Per-token KL penalty to the starting model, inside the reward (paper: 1e-3)."""
     gamma: float = 1.0
@@ -87,9 +88,9 @@ class Config:
             raise UserError("ppo: kl_coef and lora_rank must be >= 0, gamma and lam in [0, 1]")
         if self.train_items not in TRAIN_ITEMS:
             raise UserError(f"ppo.train_items {self.train_items!r}; choose one of {', '.join(TRAIN_ITEMS)}")
-        if self.batch_prompts % self.mini or self.mini % self.micro:
-            raise UserError(f"ppo: batch_prompts={self.batch_prompts} must be a multiple of mini_batch="
-                            f"{self.mini_batch}, and that of micro_batch={self.micro_batch}")
+        if self.batch_prompts % self.mini:
+            raise UserError(f"ppo.batch_prompts={self.batch_prompts} must be a multiple of "
+                            f"mini_batch={self.mini_batch}")
 
     @property
     def mini(self) -> int:
@@ -98,7 +99,8 @@ class Config:
 
     @property
     def micro(self) -> int:
-        return min(self.micro_batch, self.mini)
+        """The largest micro-batch up to micro_batch that splits a mini-batch evenly."""
+        return largest_divisor(self.mini, self.micro_batch)
 
 
 def value_params(model) -> int:
@@ -166,12 +168,14 @@ class PPO(Method):
             {"params": list(value.parameters()), "lr": cfg.critic_learning_rate}], weight_decay=0.0)
 
         ckpt_path = ctx.out_dir / "checkpoints" / "ppo.pt"
-        done_steps, done_tokens = restore(ckpt_path, policy, value, optimizer)
+        parts = {"policy": policy, "value": value, "optimizer": optimizer}
+        done_steps, done_tokens = restore(ckpt_path, parts, "ppo")
         reward_model = TaskRewardModel(ctx.task, prompts, tokenizer)
         meter = LedgerCallback("ppo", ctx.ledger, passes, lambda state: done_tokens + reward_model.backbone.tokens,
-                               worst, 1, ctx.log, reward_key="objective/scores", step_offset=done_steps)
+                               worst, 1, ctx.log, reward_key="objective/scores", step_offset=done_steps,
+                               curve=ctx.out_dir / "curve.jsonl")
         if steps > done_steps:
-            saver = Checkpointer(ckpt_path, cfg.save_every, policy, value, optimizer,
+            saver = Checkpointer(ckpt_path, cfg.save_every, parts,
                                  lambda state: (meter.step(state), meter.tokens_seen(state)))
             trainer = build_trainer(ctx, cfg, prompts, tokenizer, policy, value, reward_model, optimizer,
                                     steps - done_steps, seed=ctx.protocol.seed + done_steps, callbacks=[meter, saver])
@@ -180,7 +184,7 @@ class PPO(Method):
         else:  # killed after its last checkpoint: only the ledger needs the finished work
             charge(ctx.ledger, passes, done_tokens)
             meter.charged_tokens = done_tokens
-        weights = save_policy(policy, ctx.perturber, ctx.out_dir / "ppo.safetensors")
+        weights = save_policy(policy, ctx.perturber, ctx.out_dir / "policy.safetensors")
         times = meter.step_times
         result = {"weights": weights, "tokens": meter.charged_tokens,
                   "info": {"steps": done_steps, "wall_s_per_step": sum(times) / len(times) if times else None}}
@@ -259,8 +263,7 @@ class RewardBackbone(nn.Module):
         # a rollout is (left padding, prompt, completion, right padding): find its prompt by prefix
         self.lookup = {tuple(ids): i for i, ids in reversed(list(enumerate(prompts.ids)))}
         self.lengths = sorted({len(ids) for ids in prompts.ids}, reverse=True)
-        self.tokens = 0
-        """Prompt + completion tokens (up to EOS, no padding) of every rollout scored: the FLOP count."""
+        self.tokens = 0  # prompt + completion tokens (to EOS, no padding) of every rollout: the FLOP count
 
     def forward(self, input_ids, attention_mask, **_):
         rewards = [self.reward(ids, mask) for ids, mask in zip(input_ids.tolist(), attention_mask.tolist())]
@@ -282,35 +285,6 @@ class RewardBackbone(nn.Module):
             if index is not None:
                 return index, n
         raise RuntimeError("ppo: a rollout does not start with any training prompt")
-
-
-class Checkpointer(TrainerCallback):
-    """Saves policy, critic and optimizer every `every` steps (PPOTrainer has no resume of its own)."""
-
-    def __init__(self, path, every, policy, value, optimizer, progress):
-        self.path, self.every, self.policy, self.value, self.optimizer = path, every, policy, value, optimizer
-        self.progress = progress
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            steps, tokens = self.progress(state)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + ".partial")
-            torch.save({"steps": steps, "tokens": tokens, "policy": self.policy.state_dict(),
-                        "value": self.value.state_dict(), "optimizer": self.optimizer.state_dict()}, tmp)
-            tmp.rename(self.path)  # atomic: a kill mid-save keeps the previous checkpoint
-
-
-def restore(path, policy, value, optimizer) -> tuple[int, int]:
-    """Load a checkpoint if there is one; (steps done, tokens processed) so far."""
-    if not path.is_file():
-        return 0, 0
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    policy.load_state_dict(ckpt["policy"])
-    value.load_state_dict(ckpt["value"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    print(f"ppo: resuming after step {ckpt['steps']} from {path}", flush=True)
-    return ckpt["steps"], ckpt["tokens"]
 
 
 METHOD = PPO

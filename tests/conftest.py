@@ -27,6 +27,8 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _wandb_disabled(request, monkeypatch):
+    """WANDB_MODE=disabled, unless the test is marked `wandb`; such a test sets the mode it
+    exercises itself (e.g. monkeypatch.setenv("WANDB_MODE", "offline"))."""
     if request.node.get_closest_marker("wandb") is None:
         monkeypatch.setenv("WANDB_MODE", "disabled")
 

@@ -1,14 +1,15 @@
 """Smoke runs of the TRL methods (grpo, ppo) on a tiny random model: two steps each.
 
 They check behaviour, not numbers: the saved weights differ from the starting ones and load
-back into the harness's own model; the reward that trained them is the task's reward; the
-ledger is charged and never exceeds the budget; a budget too small for one step is a
-UserError; a killed run resumes from its checkpoint and charges finished work once.
+back into the harness's own model by name; the reward that trained them is the task's
+reward; the ledger is charged and never exceeds the budget; a budget too small for one step
+is a UserError; a killed run resumes from its checkpoint and charges finished work once.
 """
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,11 +20,26 @@ from harness.config import protocol_from
 from harness.context import TrainContext
 from harness.errors import UserError
 from harness.generate import Engine, render
+from harness.method import get_method
 from harness.model import load_model
 from harness.perturb import Perturber
 from harness.task import get_task
+from methods._trl import LedgerCallback, Pass, training_prompts
 
+METHODS = ["grpo", "ppo"]
 N_TRAIN, MAX_NEW = 4, 8
+SIZES = {"grpo": dict(batch_prompts=2, num_generations=4, mini_batch=1, micro_batch=4, max_steps=2,
+                      learning_rate=1e-3),
+         "ppo": dict(batch_prompts=4, mini_batch=2, micro_batch=2, max_steps=2, learning_rate=1e-3)}
+ROLLOUTS = {"grpo": 2 * 4, "ppo": 4}  # completions per step: B*G for grpo, B for ppo
+
+
+class Recorder:
+    def __init__(self):
+        self.rows: list[tuple[dict, int]] = []
+
+    def log(self, data: dict, step: int | None = None) -> None:
+        self.rows.append((data, step))
 
 
 def make_ctx(model_dir: str, out_dir: Path, budget: float | None) -> TrainContext:
@@ -36,17 +52,12 @@ def make_ctx(model_dir: str, out_dir: Path, budget: float | None) -> TrainContex
     n_params = sum(p.numel() for _, p in model.named_parameters())
     out_dir.mkdir(parents=True, exist_ok=True)
     return TrainContext(protocol, task, model, tokenizer, engine, Perturber(model), Ledger(n_params, budget),
-                        items, batches, out_dir)
+                        items, batches, out_dir, log=Recorder())
 
 
-def configs(method: str, **overrides):
-    from harness.method import get_method
-
-    sizes = {"grpo": dict(batch_prompts=2, num_generations=4, mini_batch=1, micro_batch=4, max_steps=2,
-                          learning_rate=1e-3),
-             "ppo": dict(batch_prompts=4, mini_batch=2, micro_batch=2, max_steps=2, learning_rate=1e-3)}
-    cls = get_method(method)
-    return cls(cls.Config(**{**sizes[method], **overrides}))
+def method(name: str, **overrides):
+    cls = get_method(name)
+    return cls(cls.Config(**{**SIZES[name], **overrides}))
 
 
 @pytest.fixture(autouse=True)
@@ -75,55 +86,163 @@ def counted_reward(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("method", ["grpo", "ppo"])
-def test_two_steps_train_with_the_task_reward(method, tiny_model_dir, tmp_path, counted_reward):
-    ctx = make_ctx(tiny_model_dir, tmp_path / method, budget=1e15)
-    before = {n: p.detach().clone() for n, p in ctx.perturber.params}
-    [ensemble] = configs(method).train(ctx)
+def changed(weights: str, before: dict) -> bool:
+    trained = load_file(weights)
+    assert sorted(trained) == sorted(before), "saved names differ from the harness model's"
+    return any(not torch.equal(trained[n], before[n]) for n in before)
 
-    info = ensemble.info
-    assert ensemble.name == method and info["steps"] == 2
+
+@pytest.mark.parametrize("name", METHODS)
+def test_two_steps_train_with_the_task_reward(name, tiny_model_dir, tmp_path, counted_reward):
+    ctx = make_ctx(tiny_model_dir, tmp_path / name, budget=1e15)
+    before = {n: p.detach().clone() for n, p in ctx.perturber.params}
+    [ensemble] = method(name).train(ctx)
+
+    assert ensemble.name == name and ensemble.info["steps"] == 2
     assert ensemble.ks == (1,) and len(ensemble.voters) == 1
-    trained = load_file(ensemble.voters[0].weights)
-    assert sorted(trained) == sorted(before)
-    assert any(not torch.equal(trained[n], before[n]) for n in before), "training changed no parameter"
+    weights = ensemble.voters[0].weights
+    assert changed(weights, before), "training changed no parameter"
     # the harness's own model is untouched by training, and loads the trained weights by name
     assert all(torch.equal(p, before[n]) for n, p in ctx.perturber.params)
-    ctx.perturber.load_file(ensemble.voters[0].weights)
-    assert all(torch.equal(p, trained[n]) for n, p in ctx.perturber.params)
+    ctx.perturber.load_file(weights)
+    assert not changed(weights, {n: p.detach() for n, p in ctx.perturber.params})
     ctx.perturber.restore()
 
     # every rollout completion was scored by the task's reward, on training items only
-    rollouts = 2 * (2 * 4 if method == "grpo" else 4)
-    assert len(counted_reward) == rollouts
+    assert len(counted_reward) == 2 * ROLLOUTS[name]
+    assert all(isinstance(text, str) for text, _ in counted_reward)
     assert {i for _, i in counted_reward} <= {it.id for it in ctx.train_items}
     assert 0 < ctx.ledger.train <= ctx.ledger.budget
-    assert info["paper_train_flops"] > 0 and info["train_items"] == "selection"
+    assert ensemble.info["paper_train_flops"] > 0 and ensemble.info["train_items"] == "selection"
+    # per-step metrics reach the harness's logger, FLOPs included and increasing
+    flops = [row[f"{name}/train_flops"] for row, _ in ctx.log.rows]
+    assert flops == sorted(flops) and flops[-1] == ctx.ledger.train
+    assert any(f"{name}/reward_mean" in row for row, _ in ctx.log.rows)
 
 
-@pytest.mark.parametrize("method", ["grpo", "ppo"])
-def test_budget_binds_and_is_never_exceeded(method, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("name", METHODS)
+def test_lora_is_merged_into_the_harness_names(name, tiny_model_dir, tmp_path, counted_reward):
+    ctx = make_ctx(tiny_model_dir, tmp_path / name, budget=None)
+    before = {n: p.detach().clone() for n, p in ctx.perturber.params}
+    [ensemble] = method(name, lora_rank=2, max_steps=1).train(ctx)
+    assert changed(ensemble.voters[0].weights, before)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_budget_binds_and_is_never_exceeded(name, tiny_model_dir, tmp_path):
     with pytest.raises(UserError, match="affords 0 steps"):
-        configs(method).train(make_ctx(tiny_model_dir, tmp_path / "none", budget=1.0))
+        method(name).train(make_ctx(tiny_model_dir, tmp_path / "none", budget=1.0))
     # a budget of one and a half worst-case steps buys exactly one step, within budget
     ctx = make_ctx(tiny_model_dir, tmp_path / "one", budget=None)
-    worst = importlib.import_module(f"methods.{method}").plan(ctx, configs(method).config)[-1]
+    worst = importlib.import_module(f"methods.{name}").plan(ctx, method(name).config)[-1]
     ctx.ledger.budget = 1.5 * worst
-    [ensemble] = configs(method).train(ctx)
+    [ensemble] = method(name).train(ctx)
     assert ensemble.info["steps"] == 1 and ensemble.info["worst_step_flops"] == worst
     assert 0 < ctx.ledger.train <= ctx.ledger.budget
 
 
-def test_killed_grpo_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, counted_reward):
-    out = tmp_path / "grpo"
+def _train_killed_before_finishing(name, ctx, max_steps):
+    """Train, dying after the last checkpoint but before the run marks itself finished."""
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt("simulated kill")
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(f"methods.{name}.write_result", killed)
+        method(name, max_steps=max_steps).train(ctx)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_killed_run_resumes_from_its_checkpoint(name, tiny_model_dir, tmp_path, counted_reward):
+    out = tmp_path / name
     ctx = make_ctx(tiny_model_dir, out, budget=1e15)
-    configs("grpo", max_steps=1).train(ctx)
+    _train_killed_before_finishing(name, ctx, max_steps=1)  # killed right after the step-1 checkpoint
     one_step = ctx.ledger.train
-    (out / "result.json").unlink()  # as if killed after the step-1 checkpoint
     counted_reward.clear()
 
     ctx = make_ctx(tiny_model_dir, out, budget=1e15)
-    [ensemble] = configs("grpo", max_steps=2).train(ctx)
+    [ensemble] = method(name, max_steps=2).train(ctx)
     assert ensemble.info["steps"] == 2
-    assert len(counted_reward) == 2 * 4  # only the second step's rollouts were generated
-    assert one_step < ctx.ledger.train <= 2.5 * one_step  # step 1 charged once, from the checkpoint
+    assert len(counted_reward) == ROLLOUTS[name]  # only step 2 was generated
+    # step 1 charged once (from the checkpoint), step 2 at most its worst case
+    assert one_step < ctx.ledger.train <= one_step + ensemble.info["worst_step_flops"]
+    assert not (out / "checkpoints").exists()  # finished: the checkpoints are gone
+
+    total = ctx.ledger.train
+    counted_reward.clear()  # a finished run returns its result without training again
+    ctx = make_ctx(tiny_model_dir, out, budget=1e15)
+    [again] = method(name, max_steps=2).train(ctx)
+    assert counted_reward == [] and again.voters == ensemble.voters and again.info["steps"] == 2
+    assert ctx.ledger.train == total
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_killed_after_last_checkpoint_trains_nothing_more(name, tiny_model_dir, tmp_path, counted_reward):
+    out = tmp_path / name
+    _train_killed_before_finishing(name, make_ctx(tiny_model_dir, out, budget=1e15), max_steps=2)
+    total_rollouts = len(counted_reward)
+    counted_reward.clear()
+    ctx = make_ctx(tiny_model_dir, out, budget=1e15)
+    [again] = method(name, max_steps=2).train(ctx)
+    assert total_rollouts == 2 * ROLLOUTS[name] and counted_reward == [] and again.info["steps"] == 2
+    assert ctx.ledger.train > 0  # the finished steps are charged from the checkpoint
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("grpo", dict(num_generations=1)), ("grpo", dict(batch_prompts=6, mini_batch=4)),
+    ("grpo", dict(train_items="test")), ("grpo", dict(beta=-1.0)), ("grpo", dict(max_steps=0)),
+    ("ppo", dict(batch_prompts=6, mini_batch=4)), ("ppo", dict(lam=1.5)), ("ppo", dict(train_items="all")),
+    ("ppo", dict(critic_learning_rate=0.0)), ("ppo", dict(num_ppo_epochs=0)),
+])
+def test_invalid_settings_are_user_errors(name, bad):
+    with pytest.raises(UserError):
+        method(name, **bad)
+
+
+def test_micro_batch_splits_a_mini_batch_evenly():
+    grpo = method("grpo", batch_prompts=3, num_generations=3, mini_batch=64, micro_batch=8).config
+    assert (grpo.mini, grpo.micro, grpo.updates_per_step) == (3, 3, 1)  # 9 completions: micro 3
+    ppo = method("ppo", batch_prompts=128, mini_batch=32, micro_batch=8).config
+    assert (ppo.mini, ppo.micro) == (32, 8)
+
+
+def test_ledger_callback_charges_once_and_stops_before_overspending():
+    ledger = Ledger(n_params=10, budget=1000)
+    seen = {"tokens": 0}
+    passes = [Pass("forward", 10, "f"), Pass("backward", 10, "b")]  # 60 FLOPs per token
+    meter = LedgerCallback("t", ledger, passes, lambda state: seen["tokens"], worst_step_flops=600,
+                           updates_per_step=2)
+    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
+    meter.on_train_begin(None, state, control)
+    seen["tokens"], state.global_step = 5, 1  # a rollout of 5 tokens, first of two updates
+    meter.on_step_end(None, state, control)
+    meter.on_log(None, state, control, logs={"reward": 0.5})  # charging again changes nothing
+    assert ledger.train == 300 and not control.should_training_stop
+    state.global_step = 2  # end of the step: 700 left >= 600, go on
+    meter.on_step_end(None, state, control)
+    assert not control.should_training_stop
+    seen["tokens"], state.global_step = 10, 3
+    meter.on_step_end(None, state, control)
+    assert not control.should_training_stop  # mid-step: the rollout is already paid for
+    state.global_step = 4  # 400 left < 600: the next step could overspend
+    meter.on_step_end(None, state, control)
+    assert ledger.train == 600 and control.should_training_stop
+
+
+def test_ppo_reward_model_decodes_completions_between_padding(tiny_model_dir, tmp_path, counted_reward):
+    from methods.ppo import TaskRewardModel, ppo_tokenizer
+    from trl.experimental.utils import get_reward
+
+    ctx = make_ctx(tiny_model_dir, tmp_path, budget=None)
+    prompts = training_prompts(ctx, "selection", 2)
+    tok = ppo_tokenizer(ctx, prompts)
+    pad, eos = tok.pad_token_id, tok.eos_token_id
+    completion = tok("42", add_special_tokens=False).input_ids + [eos]
+    first, second = prompts.ids[:2]
+    # TRL's layout: left padding, prompt, completion cut after EOS, right padding
+    rows = [first + completion + [pad, pad], [pad, pad] + second + completion]
+    assert len(rows[0]) == len(rows[1])
+    model = TaskRewardModel(ctx.task, prompts, tok)
+    _, scores, _ = get_reward(model, torch.tensor(rows), pad, len(first) + 2)
+    assert [text for text, _ in counted_reward] == ["42", "42"]
+    assert [i for _, i in counted_reward] == [prompts.items[0].id, prompts.items[1].id]
+    assert scores.tolist() == [(sum(map(ord, "42")) % 5) / 4] * 2
+    assert model.backbone.tokens == len(first) + len(second) + 2 * len(completion)
