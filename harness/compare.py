@@ -25,7 +25,8 @@ from harness import memory, tracking
 from harness.compute import Ledger
 from harness.config import Protocol, as_dict, method_config
 from harness.context import TrainContext, worst_pass_flops
-from harness.evaluate import Evaluator, Row
+from harness.errors import UserError
+from harness.evaluate import Evaluator, Row, test_items
 from harness.generate import Engine, render
 from harness.method import DEFAULT_METHODS, get_method
 from harness.model import load_model
@@ -59,8 +60,16 @@ def resolve(protocol: Protocol, methods, settings: dict) -> tuple[dict, dict]:
     """Method instances and the fully resolved config; every bad name or value fails here, early."""
     classes = {name: get_method(name) for name in methods}
     configs = {name: method_config(cls.Config, name, protocol.budget, settings) for name, cls in classes.items()}
+    known = {f.name for c in configs.values() for f in dataclasses.fields(c)}
+    unknown = [k for k in settings if "." not in k and k not in known]
+    if unknown:
+        raise UserError(f"setting {unknown[0]!r} matches no field of {', '.join(classes)}; "
+                        f"known: {', '.join(sorted(known)) or 'none'}")
     config = {"protocol": as_dict(protocol), "methods": {n: as_dict(c) for n, c in configs.items()}}
-    return {n: classes[n](configs[n]) for n in classes}, config
+    plugins = {n: classes[n](configs[n]) for n in classes}
+    for plugin in plugins.values():
+        plugin.check(protocol)
+    return plugins, config
 
 
 def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None = None,
@@ -76,7 +85,8 @@ def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None =
         shutil.rmtree(run_dir)
     dist.barrier()
     print(f"run directory: {run_dir}", flush=True)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world()))
+    if "OMP_NUM_THREADS" not in os.environ:  # the user's thread setting wins
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world()))
     session = open_session(protocol, task, config, run_dir, settings, budget_flops)
     rows: list[dict] = []
     for seed in config["seeds"]:
@@ -95,13 +105,13 @@ def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None =
 
 
 def open_session(protocol, task, config, run_dir, settings, budget_flops) -> Session:
+    train, test = train_items(task, protocol), test_items(task, protocol)  # data errors before the model loads
     model, tokenizer = load_model(protocol.model, dist.device())
     engine = Engine(model, tokenizer, protocol.batch_size)
     perturber = Perturber(model)
     n_params = sum(p.numel() for _, p in perturber.params)
-    train = train_items(task, protocol)
     train_batches = engine.prepare([render(tokenizer, it.messages) for it in train])
-    evaluator = Evaluator(task, protocol, engine, perturber, n_params)
+    evaluator = Evaluator(task, protocol, engine, perturber, n_params, test)
     print(f"task={task.name} model={protocol.model or 'smollm2 (embedded)'} P={n_params:,} "
           f"n_train={len(train)} n_test={len(evaluator.items)} max_new_tokens={evaluator.max_new_tokens}",
           flush=True)

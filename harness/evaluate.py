@@ -41,11 +41,17 @@ class Row:
     info: dict = field(default_factory=dict)
 
 
+def test_items(task: Task, protocol: Protocol) -> list:
+    """The test items: the first n_test of the test split (all of it when n_test is None)."""
+    return first_items(task, "test", protocol.n_test, protocol.data_dir)
+
+
 class Evaluator:
-    def __init__(self, task: Task, protocol: Protocol, engine: Engine, perturber: Perturber, n_params: int):
+    def __init__(self, task: Task, protocol: Protocol, engine: Engine, perturber: Perturber, n_params: int,
+                 items: list | None = None):
         self.task, self.protocol, self.engine, self.perturber = task, protocol, engine, perturber
         self.n_params = n_params
-        self.items = first_items(task, "test", protocol.n_test, protocol.data_dir)
+        self.items = items if items is not None else test_items(task, protocol)
         self.batches = engine.prepare([render(engine.tokenizer, it.messages) for it in self.items])
         self.max_new_tokens = min(protocol.max_new_tokens, task.max_new_tokens)
 

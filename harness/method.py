@@ -62,6 +62,9 @@ class Method:
     def __init__(self, config=None):
         self.config = config if config is not None else self.Config()
 
+    def check(self, protocol) -> None:
+        """Reject settings that cannot work with this protocol before any model is loaded."""
+
     def train(self, ctx) -> list[Ensemble]:
         raise NotImplementedError
 

@@ -71,6 +71,11 @@ class RandOpt(Method):
     name = "randopt"
     Config = Config
 
+    def check(self, protocol) -> None:
+        if max(protocol.k) > self.config.population:
+            raise UserError(f"K={max(protocol.k)} is larger than the population N={self.config.population}; "
+                            "lower K (--k) or raise randopt.population")
+
     def train(self, ctx) -> list[Ensemble]:
         cfg, ks = self.config, ctx.protocol.k
         n = affordable_population(ctx, cfg.population)

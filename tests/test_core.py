@@ -25,7 +25,21 @@ from methods.randopt import rank, sample_members
 from tasks.arith import TASK as ARITH
 
 SIGMA = 3e-3
-LABELS = ["base", "self_consistency K=1", "self_consistency K=3", "randopt K=1", "randopt K=3"]
+# the default methods, every one of them, on the tiny model
+LABELS = ["base", "self_consistency K=1", "self_consistency K=3", "randopt K=1", "randopt K=3",
+          "es", "es+vote K=1", "es+vote K=3", "grpo", "ppo"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model runs fastest on one thread; compare() would set every core, which
+    crawls (10x and worse) when another process shares the machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "set_num_threads", lambda n: None)
+        yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -312,6 +326,19 @@ def only_dir(root: Path) -> Path:
     return runs[0]
 
 
+def seed_dir(run_dir: Path, seed: int = 0) -> Path:
+    """Where one seed's method folders and predictions live (results/<task>/<run>/seed<S>/)."""
+    return run_dir / f"seed{seed}"
+
+
+STABLE = ("method", "name", "label", "k", "seed", "accuracy", "n_test", "train_flops", "test_flops", "info")
+
+
+def stable_summary(run_dir: Path) -> list[dict]:
+    """summary.json without what legitimately differs between runs (wall time, memory)."""
+    return [{k: r.get(k) for k in STABLE} for r in json.loads((run_dir / "summary.json").read_text())]
+
+
 def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -327,9 +354,10 @@ def tiny_run(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def test_compare_end_to_end(tiny_run):
-    for name in ("config.json", "environment.json", "randopt/members.rank0.jsonl", "randopt/ranking.json",
-                 "predictions.jsonl", "summary.json", "table.md"):
+    for name in ("config.json", "environment.json", "summary.json", "table.md", "seed0/predictions.jsonl",
+                 "seed0/randopt/members.rank0.jsonl", "seed0/randopt/ranking.json"):
         assert (tiny_run / name).is_file(), name
+    seed0 = seed_dir(tiny_run)
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["protocol"]["n_train"] == 8 and config["protocol"]["k"] == [1, 3]
     assert config["methods"]["randopt"]["population"] == 6
@@ -339,17 +367,17 @@ def test_compare_end_to_end(tiny_run):
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["n_test"] == 8 for r in summary)
     table = (tiny_run / "table.md").read_text()
     assert all(f"| {label} |" in table for label in LABELS)
-    predictions = jsonl(tiny_run / "predictions.jsonl")
+    predictions = jsonl(seed0 / "predictions.jsonl")
     assert len(predictions) == 8 and all(set(p["rows"]) == set(LABELS) for p in predictions)
 
-    members = jsonl(tiny_run / "randopt" / "members.rank0.jsonl")
+    members = jsonl(seed0 / "randopt" / "members.rank0.jsonl")
     assert len(members) == 6
     drawn = sample_members(0, 6, randopt.Config().sigmas, "iid")
     by_index = {m["index"]: m for m in members}
     assert [(by_index[m.index]["seed"], by_index[m.index]["sigma"]) for m in drawn] == \
         [(m.seed, m.sigma) for m in drawn]
     assert all(0.0 <= m["score"] <= 1.0 for m in members)
-    ranking = json.loads((tiny_run / "randopt" / "ranking.json").read_text())
+    ranking = json.loads((seed0 / "randopt" / "ranking.json").read_text())
     scores = [by_index[i]["score"] for i in range(6)]
     assert [r["index"] for r in ranking] == rank(scores)
     assert [r["rank"] for r in ranking] == list(range(6))
@@ -358,9 +386,10 @@ def test_compare_end_to_end(tiny_run):
 def test_rows_go_through_the_vote(tiny_run):
     """Each reported row is the majority vote of its first k voters' keys, scored by the task."""
     items = ARITH.load("test", None)[:8]
-    ranking = json.loads((tiny_run / "randopt" / "ranking.json").read_text())
-    rows = {r["label"]: r for r in json.loads((tiny_run / "randopt" / "rows.json").read_text())}
-    voters = sorted(jsonl(tiny_run / "randopt" / "test-randopt.rank0.jsonl"), key=lambda r: r["index"])
+    folder = seed_dir(tiny_run) / "randopt"
+    ranking = json.loads((folder / "ranking.json").read_text())
+    rows = {r["label"]: r for r in json.loads((folder / "rows.json").read_text())}
+    voters = sorted(jsonl(folder / "test-randopt.rank0.jsonl"), key=lambda r: r["index"])
     assert [v["label"] for v in voters] == [f"member{r['index']}" for r in ranking[:3]]
     for k in (1, 3):
         votes = [majority([v["keys"][i] for v in voters[:k]]) for i in range(8)]
@@ -393,7 +422,7 @@ def test_member_scores_are_independent_of_the_population(tiny, tiny_run, tmp_pat
     model, tokenizer = tiny
     base = snapshot(model)
     ctx = context(model, tokenizer, tiny_protocol("unused"), tmp_path)
-    recorded = sorted(jsonl(tiny_run / "randopt" / "members.rank0.jsonl"), key=lambda r: r["index"])
+    recorded = sorted(jsonl(seed_dir(tiny_run) / "randopt" / "members.rank0.jsonl"), key=lambda r: r["index"])
     members = [Member(r["index"], r["seed"], r["sigma"], r["noise"]) for r in recorded]
     population = ctx.score_population(members, "members")
     assert population == [r["score"] for r in recorded]
@@ -421,7 +450,7 @@ def test_resume_after_kill(tiny_model_dir, tmp_path, monkeypatch):
     with pytest.raises(Killed):
         compare(protocol, ("randopt",), settings, results=str(tmp_path / "killed"))
     run_dir = only_dir(tmp_path / "killed")
-    assert len(jsonl(run_dir / "randopt" / "members.rank0.jsonl")) == 3
+    assert len(jsonl(seed_dir(run_dir) / "randopt" / "members.rank0.jsonl")) == 3
     assert not (run_dir / "summary.json").exists()
 
     def counting(self, member):
@@ -436,12 +465,9 @@ def test_resume_after_kill(tiny_model_dir, tmp_path, monkeypatch):
     whole = compare(protocol, ("randopt",), settings, results=str(tmp_path / "whole"))
     assert calls == list(range(6))
 
-    def stable(path: Path) -> list[dict]:
-        return [{k: v for k, v in r.items() if "wall" not in k} for r in json.loads(path.read_text())]
-
-    assert stable(run_dir / "summary.json") == stable(whole / "summary.json")
-    assert (run_dir / "randopt" / "ranking.json").read_text() == (whole / "randopt" / "ranking.json").read_text()
-    assert (run_dir / "predictions.jsonl").read_text() == (whole / "predictions.jsonl").read_text()
+    assert stable_summary(run_dir) == stable_summary(whole)
+    for name in ("randopt/ranking.json", "predictions.jsonl"):
+        assert (seed_dir(run_dir) / name).read_text() == (seed_dir(whole) / name).read_text(), name
 
     calls.clear()  # a finished run is reused, nothing is scored again
     compare(protocol, ("randopt",), settings, results=str(tmp_path / "whole"))

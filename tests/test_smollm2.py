@@ -18,6 +18,6 @@ def test_compare_arith_smoke_on_smollm2(tmp_path):
     assert list(rows) == ["base", "self_consistency K=1", "self_consistency K=3", "randopt K=1", "randopt K=3"]
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["n_test"] == 32 for r in rows.values())
     assert rows["base"]["accuracy"] > 0  # SmolLM2 adds two-digit numbers some of the time
-    members = (run_dir / "randopt" / "members.rank0.jsonl").read_text().splitlines()
+    members = (run_dir / "seed0" / "randopt" / "members.rank0.jsonl").read_text().splitlines()
     assert len(members) == 4
-    assert len((run_dir / "predictions.jsonl").read_text().splitlines()) == 32
+    assert len((run_dir / "seed0" / "predictions.jsonl").read_text().splitlines()) == 32
