@@ -118,6 +118,7 @@ def open_session(protocol, task, config, run_dir, settings, budget_flops) -> Ses
     if budget_flops is None:
         budget_flops = matched_budget(protocol, settings, n_params, train_batches, evaluator.max_new_tokens)
     config["budget_flops"] = budget_flops
+    config["max_new_tokens_used"] = evaluator.max_new_tokens  # the preset's value capped by the task's
     print(f"training budget per method: {budget_flops:.3e} FLOPs (same for every method)", flush=True)
     if dist.is_main():
         write_json(run_dir / "config.json", config)

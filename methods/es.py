@@ -157,6 +157,8 @@ class ES(Method):
                         weights=around) for i in order[:max(vote_ks)]]
         seq_len = mean_prompt_tokens(ctx.train_batches) + ctx.max_new_tokens
         info = {"iterations": t_max, "population": cfg.population, "noise": cfg.noise,
+                "deviations": [f"T={t_max} iterations from the training budget (paper's matched T: 167)",
+                               f"N={cfg.population} (paper: 30)" if cfg.population != 30 else "N=30 as the paper"],
                 "paper_train_flops": paper_population_flops(t_max, cfg.population, len(ctx.train_items),
                                                             ctx.ledger.n_params, seq_len)}
         return [Ensemble("es", [Voter("es-final", weights=str(theta_path(ctx, last)))], ks=(1,), info=info),

@@ -101,7 +101,8 @@ class RandOpt(Method):
         seq_len = mean_prompt_tokens(ctx.train_batches) + ctx.max_new_tokens
         paper = paper_population_flops(1, n, len(ctx.train_items), ctx.ledger.n_params, seq_len)
         return [Ensemble("randopt", voters, ks=ks, info={"population": n, "noise": cfg.noise,
-                                                          "sigmas": list(cfg.sigmas), "paper_train_flops": paper})]
+                                                          "sigmas": list(cfg.sigmas), "paper_train_flops": paper,
+                                                          "deviations": [f"N={n} (paper: 5000)"] if n != 5000 else []})]
 
 
 METHOD = RandOpt

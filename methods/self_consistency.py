@@ -35,7 +35,8 @@ class SelfConsistency(Method):
         voters = [Voter(f"sample{i}", temperature=self.config.temperature,
                         sample_seed=ctx.protocol.seed * 1_000_003 + i) for i in range(max(ks))]
         return [Ensemble("self_consistency", voters, ks=ks,
-                         info={"temperature": self.config.temperature})]
+                         info={"temperature": self.config.temperature,
+                               "deviations": ["the task's prompt, not one chosen on the train items"]})]
 
 
 METHOD = SelfConsistency
