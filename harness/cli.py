@@ -6,25 +6,9 @@ import importlib
 import os
 import sys
 
+from harness.argtypes import ints, settings
 from harness.errors import UserError
 from harness.method import DEFAULT_METHODS
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _settings(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set randopt.population=100")
-        out[key.strip()] = value.strip()
-    return out
 
 
 # Subcommands that live in their own module, each with add_arguments(parser) and run(args).
@@ -49,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--n-train", type=int)
     c.add_argument("--n-test", type=int)
     c.add_argument("--max-new-tokens", type=int)
-    c.add_argument("--k", type=_ints, help="vote sizes, e.g. 1,5,10")
+    c.add_argument("--k", type=ints, help="vote sizes, e.g. 1,5,10")
     c.add_argument("--seed", type=int)
     c.add_argument("--batch-size", type=int)
     c.add_argument("--seeds", type=int, default=int(os.environ.get("SEEDS") or 1),
@@ -99,7 +83,7 @@ def run(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.seeds < 1:
         raise UserError(f"SEEDS/--seeds must be >= 1, got {args.seeds}")
-    run_dir = compare(protocol, methods, _settings(args.set), args.results, args.run, args.fresh,
+    run_dir = compare(protocol, methods, settings(args.set), args.results, args.run, args.fresh,
                       args.budget_flops, args.seeds)
     if args.crosscheck:
         from harness import crosscheck, report

@@ -17,7 +17,6 @@ derived afterwards, so a new --margins list reuses every score.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from harness import distributed as dist
+from harness.argtypes import floats
 from harness.errors import UserError
 from harness.results import write_json
 
@@ -38,22 +38,15 @@ MARGINS = (-0.05, 0.0, 0.01, 0.02, 0.05, 0.1)
 EPS = 1e-9  # accuracies are k/n floats: base + m must not miss an equal accuracy by rounding
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
 def add_arguments(p) -> None:
     p.add_argument("--task", required=True, help="task name (tasks/<name>.py) or dotted module path")
     p.add_argument("--model", default=None, help="Hugging Face id or local folder (default: embedded SmolLM2)")
     p.add_argument("--data-dir", default=os.environ.get("DATA_DIR") or None,
                    help="offline data folder laid out like ../shared/data (default: the Hub)")
     p.add_argument("--budget", default="smoke", help="preset: smoke, small or paper (sizes below)")
-    p.add_argument("--sigmas", type=_floats, default=None, help="noise scales, e.g. 0.001,0.002,0.005")
+    p.add_argument("--sigmas", type=floats, default=None, help="noise scales, e.g. 0.001,0.002,0.005")
     p.add_argument("--members", type=int, default=None, help="perturbations per sigma")
-    p.add_argument("--margins", type=_floats, default=MARGINS, help="margins m (accuracy fractions)")
+    p.add_argument("--margins", type=floats, default=MARGINS, help="margins m (accuracy fractions)")
     p.add_argument("--n-test", type=int, default=None, help="test items (first N)")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)

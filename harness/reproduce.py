@@ -9,12 +9,13 @@ figures exercise the pipeline and are not comparable with the paper's.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.argtypes import ints
+from harness.argtypes import settings as parse_settings
 from harness.errors import UserError
 
 REPORTED = Path(__file__).with_name("paper_results.json")
@@ -43,13 +44,6 @@ TABLES = {
 }
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def add_arguments(p) -> None:
     p.add_argument("--table", help=f"one of: {', '.join(TABLES)}")
     p.add_argument("--list", action="store_true", help="list the tables and exit")
@@ -61,7 +55,7 @@ def add_arguments(p) -> None:
     p.add_argument("--n-train", type=int)
     p.add_argument("--n-test", type=int)
     p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--k", type=_ints, default=None, help="vote sizes, e.g. 1,5,50 (default: the preset's)")
+    p.add_argument("--k", type=ints, default=None, help="vote sizes, e.g. 1,5,50 (default: the preset's)")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="method setting, as for `thicket compare` (repeatable)")
@@ -82,8 +76,8 @@ def run(args) -> int:
     protocol = protocol_from(table.task, args.budget, model=model, data_dir=args.data_dir,
                              n_train=args.n_train, n_test=args.n_test, max_new_tokens=args.max_new_tokens,
                              k=args.k)
-    run_dir = compare(protocol, [m for m, why in methods if why is None], settings(args.set), args.results,
-                      seeds=args.seeds)
+    run_dir = compare(protocol, [m for m, why in methods if why is None], parse_settings(args.set),
+                      args.results, seeds=args.seeds)
     text = comparison(args.table, read_json(run_dir / "summary.json"), protocol.model, args.budget,
                       [f"{m}: {why}" for m, why in methods if why])
     (run_dir / "reproduce.md").write_text(text + "\n", encoding="utf-8")
@@ -134,16 +128,6 @@ def runnable(table: Table, only: str | None) -> list[tuple[str, str | None]]:
             out.append((m, "not available here, skipped"))
     if not any(why is None for _, why in out):
         raise UserError("none of the table's methods is available here")
-    return out
-
-
-def settings(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set randopt.population=100")
-        out[key.strip()] = value.strip()
     return out
 
 
