@@ -11,7 +11,8 @@ from harness.cli import main
 @pytest.mark.slow
 def test_compare_arith_smoke_on_smollm2(tmp_path):
     rc = main(["compare", "--task", "arith", "--budget", "smoke", "--n-train", "16", "--n-test", "32",
-               "--k", "1,3", "--set", "population=4", "--results", str(tmp_path)])
+               "--methods", "base,self_consistency,randopt", "--k", "1,3", "--set", "population=4",
+               "--results", str(tmp_path)])
     assert rc == 0
     (run_dir,) = (tmp_path / "arith").iterdir()
     rows = {r["label"]: r for r in json.loads((run_dir / "summary.json").read_text())}
