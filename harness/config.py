@@ -79,7 +79,8 @@ def method_config(config_cls, method: str, budget: str, settings: dict[str, str]
     """A method's frozen config: dataclass defaults, then the preset, then `--set` values.
 
     `settings` maps "field" or "method.field" to a string; a bare field applies to every
-    method that has it, so `--set population=100` reaches RandOpt and the budget ledger.
+    method that has it (`--set noise=released` reaches RandOpt and ES), a dotted one to one
+    method. RandOpt's population also sets the default shared training budget (compare.py).
     """
     names = {f.name: f for f in dataclasses.fields(config_cls)}
     values = {}
