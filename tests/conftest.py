@@ -84,3 +84,16 @@ def data_dir() -> str:
     if not path.is_dir():
         pytest.skip(f"offline data not found at {path}")
     return str(path)
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """The tiny model runs fastest on one thread; keep code under test from claiming every core."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    yield
+    monkeypatch.undo()
+    torch.set_num_threads(threads)

@@ -9,7 +9,6 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-import torch
 
 from harness import crosscheck as cc
 from harness.compare import compare
@@ -17,15 +16,7 @@ from harness.config import protocol_from
 from harness.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """The tiny model runs fastest on one thread (compare() would claim every core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    yield
-    monkeypatch.undo()
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sample(response: str, flexible: bool, strict: bool = False, answer: str = "") -> dict:

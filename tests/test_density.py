@@ -5,7 +5,6 @@ import json
 from argparse import Namespace
 
 import pytest
-import torch
 
 from harness import density as dens
 from harness.errors import UserError
@@ -15,15 +14,7 @@ SIGMAS = (2e-3, 2e-2)
 MARGINS = (-0.25, 0.0, 0.25, 0.5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """The tiny model runs fastest on one thread (density would claim every core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    yield
-    monkeypatch.undo()
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def args(model: str, results: str, **over) -> Namespace:

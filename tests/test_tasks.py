@@ -18,13 +18,7 @@ from tasks.gsm8k import TASK as GSM8K, normalize_number
 from tasks.math500 import TASK as MATH500, last_boxed, normalize
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> str:
-    # the repository and ../shared sit side by side (here /work/main and /work/shared; likewise in CI)
-    path = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not path.is_dir():
-        pytest.skip(f"offline data not found at {path}")
-    return str(path)
+# data_dir: the offline data folder, from conftest.py
 
 
 @pytest.fixture
