@@ -84,7 +84,7 @@ def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None =
     if fresh and dist.is_main() and run_dir.exists():
         shutil.rmtree(run_dir)
     dist.barrier()
-    print(f"run directory: {run_dir}", flush=True)
+    dist.say(f"run directory: {run_dir}")
     if "OMP_NUM_THREADS" not in os.environ:  # the user's thread setting wins
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world()))
     session = open_session(protocol, task, config, run_dir, settings, budget_flops)
@@ -112,14 +112,13 @@ def open_session(protocol, task, config, run_dir, settings, budget_flops) -> Ses
     n_params = sum(p.numel() for _, p in perturber.params)
     train_batches = engine.prepare([render(tokenizer, it.messages) for it in train])
     evaluator = Evaluator(task, protocol, engine, perturber, n_params, test)
-    print(f"task={task.name} model={protocol.model or 'smollm2 (embedded)'} P={n_params:,} "
-          f"n_train={len(train)} n_test={len(evaluator.items)} max_new_tokens={evaluator.max_new_tokens}",
-          flush=True)
+    dist.say(f"task={task.name} model={protocol.model or 'smollm2 (embedded)'} P={n_params:,} "
+             f"n_train={len(train)} n_test={len(evaluator.items)} max_new_tokens={evaluator.max_new_tokens}")
     if budget_flops is None:
         budget_flops = matched_budget(protocol, settings, n_params, train_batches, evaluator.max_new_tokens)
     config["budget_flops"] = budget_flops
     config["max_new_tokens_used"] = evaluator.max_new_tokens  # the preset's value capped by the task's
-    print(f"training budget per method: {budget_flops:.3e} FLOPs (same for every method)", flush=True)
+    dist.say(f"training budget per method: {budget_flops:.3e} FLOPs (same for every method)")
     if dist.is_main():
         write_json(run_dir / "config.json", config)
         write_json(run_dir / "environment.json", environment())
@@ -156,7 +155,7 @@ def train_context(s: Session, folder: Path, ledger: Ledger, log) -> TrainContext
 def run_method(s: Session, name: str, plugin, seed_dir: Path, seed: int) -> list[dict]:
     folder = seed_dir / name
     if (folder / "rows.json").is_file():
-        print(f"{name} (seed {seed}): finished earlier, reusing {folder / 'rows.json'}", flush=True)
+        dist.say(f"{name} (seed {seed}): finished earlier, reusing {folder / 'rows.json'}")
         return read_json(folder / "rows.json")
     folder.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(s.n_params, s.budget_flops)

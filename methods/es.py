@@ -101,9 +101,8 @@ class ES(Method):
                             f"of N={cfg.population} ({iteration_cost:.3g} FLOPs); raise the budget or lower "
                             "es.population")
         vote_ks = tuple(k for k in ks if k <= cfg.population)
-        print(f"es: N={cfg.population}, sigma={cfg.sigma}, alpha={cfg.alpha}, T={t_max} iterations "
-              f"(worst case {iteration_cost:.3g} FLOPs each), noise={cfg.noise}, es+vote K={list(vote_ks)}",
-              flush=True)
+        dist.say(f"es: N={cfg.population}, sigma={cfg.sigma}, alpha={cfg.alpha}, T={t_max} iterations "
+                 f"(worst case {iteration_cost:.3g} FLOPs each), noise={cfg.noise}, es+vote K={list(vote_ks)}")
         start = self._resume(ctx)
         for t in range(start, t_max):
             members = iteration_members(ctx.protocol.seed, t, cfg)
@@ -123,7 +122,7 @@ class ES(Method):
         ctx.perturber.rebase()
         for done in range(t + 1):  # finished iterations were paid for: the ledger counts them
             ctx.score_population(iteration_members(ctx.protocol.seed, done, self.config), f"iter{done:04d}")
-        print(f"es: resumed after iteration {t}", flush=True)
+        dist.say(f"es: resumed after iteration {t}")
         return t + 1
 
     def _save(self, ctx, t, scores) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness import distributed as dist
 from harness.compute import paper_population_flops
 from harness.context import Member, mean_prompt_tokens
 from harness.errors import UserError
@@ -85,8 +86,8 @@ class RandOpt(Method):
         if max(ks) > n:
             raise UserError(f"K={max(ks)} is larger than the population N={n}; lower K "
                             "(--k) or raise the population / budget")
-        print(f"randopt: N={n} members, sigmas={list(cfg.sigmas)}, noise={cfg.noise}, "
-              f"K={list(ks)}, n_train={len(ctx.train_items)}", flush=True)
+        dist.say(f"randopt: N={n} members, sigmas={list(cfg.sigmas)}, noise={cfg.noise}, "
+                 f"K={list(ks)}, n_train={len(ctx.train_items)}")
         members = sample_members(ctx.protocol.seed, n, cfg.sigmas, cfg.noise)
         scores = ctx.score_population(members, "members")
         order = rank(scores)
