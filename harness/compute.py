@@ -1,7 +1,9 @@
 """The compute ledger: FLOPs counted from the tokens each method actually processed.
 
 Convention (PAPER.md section 4): a token through a forward pass costs 2P FLOPs, through a
-backward pass 4P more (P = parameter count). Tokens are the real prompt and generated
+backward pass 4P more (P = parameter count): 2P for the gradient flowing back through every
+weight, 2P for the weights' own gradients. When only T of the weights train (LoRA: T = the
+adapters), a backward pass costs 2P + 2T. Tokens are the real prompt and generated
 tokens (up to and including EOS); padding is not charged. Training and test-time FLOPs are
 kept apart, and never mixed into one number.
 """
@@ -25,9 +27,9 @@ class Ledger:
         self._add(phase, 2 * (n_params or self.n_params) * n_tokens)
         self.tokens[f"{phase}_forward"] += n_tokens
 
-    def backward(self, n_tokens: int, n_params: int | None = None) -> None:
-        """Charge a backward pass over n_tokens (4P each); training only."""
-        self._add("train", 4 * (n_params or self.n_params) * n_tokens)
+    def backward(self, n_tokens: int, n_params: int | None = None, trainable: int | None = None) -> None:
+        """Charge a backward pass over n_tokens (2P + 2T each, T = trainable weights, default P); training only."""
+        self._add("train", backward_flops_per_token(n_params or self.n_params, trainable) * n_tokens)
         self.tokens["train_backward"] += n_tokens
 
     def generation(self, completions, phase: str = "train") -> None:
@@ -52,6 +54,12 @@ class Ledger:
     def as_dict(self) -> dict:
         return {"n_params": self.n_params, "budget_flops": self.budget, "train_flops": self.train,
                 "test_flops": self.test, "tokens": dict(self.tokens)}
+
+
+def backward_flops_per_token(n_params: int, trainable: int | None = None) -> int:
+    """2P to carry the gradient back through every weight, 2T for the T trainable weights' own
+    gradients: 4P when every weight trains."""
+    return 2 * n_params + 2 * (n_params if trainable is None else trainable)
 
 
 # ---- the paper's closed-form training FLOPs (PAPER.md section 4), reported beside the ledger ----

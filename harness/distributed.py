@@ -35,6 +35,12 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def say(message: str) -> None:
+    """Print once per run, from the main process (every process runs the same code)."""
+    if is_main():
+        print(message, flush=True)
+
+
 def shard(items: list) -> list:
     """This process's share, round robin, so the split is the same on every run."""
     return items[rank()::world()]
@@ -47,6 +53,11 @@ def gather(objs: list) -> list:
     from accelerate.utils import gather_object
 
     return gather_object(objs)
+
+
+def total(n: int) -> int:
+    """The sum of an integer over every process (a collective: every process must call it)."""
+    return sum(gather([int(n)]))
 
 
 def barrier() -> None:

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from harness import distributed as dist
+from harness.compute import backward_flops_per_token
 from harness.errors import UserError
 from harness.generate import render
 from harness.perturb import parameters
@@ -79,15 +81,20 @@ def task_reward_function(task, items):
 
 @dataclass(frozen=True)
 class Pass:
-    """One pass over every processed token: a forward (2P) or backward (4P) of an n_params model."""
+    """One pass over every processed token: a forward (2P) or backward (2P + 2T, T trainable
+    weights: 4P in full training) of an n_params model."""
 
     kind: str
     n_params: int
     why: str
+    trainable: int | None = None
+    """Weights that get gradients in a backward pass; None: all of them."""
 
     @property
     def flops_per_token(self) -> int:
-        return (2 if self.kind == "forward" else 4) * self.n_params
+        if self.kind == "forward":
+            return 2 * self.n_params
+        return backward_flops_per_token(self.n_params, self.trainable)
 
 
 def flops_per_token(passes: list[Pass]) -> int:
@@ -99,12 +106,22 @@ def charge(ledger, passes: list[Pass], tokens: int) -> None:
         if p.kind == "forward":
             ledger.forward(tokens, "train", n_params=p.n_params)
         else:
-            ledger.backward(tokens, n_params=p.n_params)
+            ledger.backward(tokens, n_params=p.n_params, trainable=p.trainable)
 
 
 def largest_divisor(n: int, at_most: int) -> int:
     """The largest d <= at_most dividing n: a micro-batch that splits a mini-batch evenly."""
     return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+
+def micro_per_process(per_update: int, micro_batch: int, world: int, name: str) -> int:
+    """Each process's micro-batch, so that `world` processes together make one optimizer update
+    of exactly `per_update` sequences (TRL multiplies a per-device batch by the process count)."""
+    if per_update % world:
+        raise UserError(f"{name}: an optimizer update of {per_update} sequences cannot be split evenly over "
+                        f"{world} processes; use a process count (NPROC) that divides {per_update}, or change "
+                        f"{name}.mini_batch")
+    return largest_divisor(per_update // world, micro_batch)
 
 
 def affordable_steps(ledger, worst_step_flops: float, max_steps: int, name: str) -> int:
@@ -161,8 +178,8 @@ class LedgerCallback(TrainerCallback):
         now = time.perf_counter()
         self.step_times.append(now - self._clock)
         self._clock = now
-        print(f"{self.name}: step {self.step(state)} done, train FLOPs {self.ledger.train:.3g}, "
-              f"{self.step_times[-1]:.1f} s", flush=True)
+        dist.say(f"{self.name}: step {self.step(state)} done, train FLOPs {self.ledger.train:.3g}, "
+                 f"{self.step_times[-1]:.1f} s")
         if not self.ledger.affords(self.worst):  # the next step's worst case would overspend
             control.should_training_stop = True
 
@@ -171,7 +188,7 @@ class LedgerCallback(TrainerCallback):
         metrics = {f"{self.name}/{k}": v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         if self.reward_key in (logs or {}):
             metrics[f"{self.name}/reward_mean"] = logs[self.reward_key]
-            if self.curve is not None:
+            if self.curve is not None and dist.is_main():
                 append_record(self.curve, {"step": state.global_step, "train_flops": self.ledger.train,
                                            "train_reward": float(logs[self.reward_key])})
         metrics[f"{self.name}/train_flops"] = self.ledger.train
@@ -190,6 +207,17 @@ def policy_copy(ctx):
     return model
 
 
+def lora_params(model, rank: int) -> int | None:
+    """Weights rank-r LoRA trains (r x (in + out) per linear layer but the output head, as peft's
+    "all-linear"); None when rank is 0 (every weight trains). The adapters' own forward cost
+    (2 per adapter weight and token, well under 1% of 2P at small ranks) is not charged."""
+    if not rank:
+        return None
+    head = model.get_output_embeddings()
+    return sum(rank * (m.in_features + m.out_features) for m in model.modules()
+               if isinstance(m, torch.nn.Linear) and m is not head)
+
+
 def lora_config(rank: int):
     from peft import LoraConfig
 
@@ -203,8 +231,13 @@ def mixed_precision(ctx) -> bool:
 
 
 def common_args(ctx, cfg, seed: int) -> dict:
-    """TrainingArguments shared by both trainers: no W&B inside TRL, constant lr (verl's default)."""
-    return dict(output_dir=str(ctx.out_dir / "checkpoints"), learning_rate=cfg.learning_rate,
+    """TrainingArguments shared by both trainers: no W&B inside TRL, constant lr (verl's default).
+
+    use_cpu on a CPU model: TrainingArguments rebuilds Accelerate's state, and only with it does
+    a multi-process CPU launch become a gloo process group (otherwise every process would train
+    alone, unaware of the others; ENVIRONMENT.md)."""
+    on_cpu = getattr(ctx.model, "device", torch.device("cpu")).type == "cpu"
+    return dict(output_dir=str(ctx.out_dir / "checkpoints"), use_cpu=on_cpu, learning_rate=cfg.learning_rate,
                 lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, logging_steps=1,
                 report_to="none", disable_tqdm=True, bf16=mixed_precision(ctx), activation_checkpointing=False,
                 seed=seed, dataloader_num_workers=0, dataloader_pin_memory=False)
@@ -229,9 +262,11 @@ def save_policy(model, perturber, path: Path) -> str:
     if sorted(named) != sorted(names):
         diff = sorted(set(named) ^ set(names))[:5]
         raise RuntimeError(f"trained policy's parameter names differ from the harness model's: {diff}")
-    tmp = path.with_name(path.name + ".partial")
-    save_file({n: named[n].detach().contiguous().cpu() for n in names}, str(tmp))
-    tmp.rename(path)
+    if dist.is_main():  # every process holds the same synchronised weights; one writes them
+        tmp = path.with_name(path.name + ".partial")
+        save_file({n: named[n].detach().contiguous().cpu() for n in names}, str(tmp))
+        tmp.rename(path)
+    dist.barrier()
     return str(path)
 
 
@@ -247,7 +282,9 @@ class Checkpointer(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            steps, tokens = self.progress(state)
+            steps, tokens = self.progress(state)  # on every process: the token count may be a collective
+            if not dist.is_main():
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".partial")
             torch.save({"steps": steps, "tokens": tokens, **{k: v.state_dict() for k, v in self.parts.items()}},
@@ -262,7 +299,7 @@ def restore(path: Path, parts: dict, name: str) -> tuple[int, int]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     for key, part in parts.items():
         part.load_state_dict(ckpt[key])
-    print(f"{name}: resuming after step {ckpt['steps']} from {path}", flush=True)
+    dist.say(f"{name}: resuming after step {ckpt['steps']} from {path}")
     return ckpt["steps"], ckpt["tokens"]
 
 
@@ -277,7 +314,9 @@ def load_result(out_dir: Path) -> dict | None:
 
 def write_result(out_dir: Path, result: dict) -> None:
     """Mark training finished; its checkpoints (GBs with optimizer state) are then dead weight."""
-    tmp = out_dir / "result.json.partial"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.rename(out_dir / "result.json")
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    if dist.is_main():
+        tmp = out_dir / "result.json.partial"
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.rename(out_dir / "result.json")
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    dist.barrier()

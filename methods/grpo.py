@@ -23,15 +23,17 @@ Run: `thicket compare --task arith --methods grpo` or
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from dataclasses import dataclass
 
+from harness import distributed as dist
 from harness.compute import paper_grpo_flops
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
 from methods._trl import (TRAIN_ITEMS, LedgerCallback, Pass, affordable_steps, charge, common_args,
-                          flops_per_token, largest_divisor, load_result, lora_config, policy_copy, quiet,
-                          save_policy, task_reward_function, training_prompts, write_result)
+                          flops_per_token, load_result, lora_config, lora_params, micro_per_process, policy_copy,
+                          quiet, save_policy, task_reward_function, training_prompts, write_result)
 
 DEVIATIONS = ["TRL 1.12 GRPOTrainer instead of verl (loss dapo, k3 KL in the loss, clip 0.2, constant lr)",
               "preset sizes for B, G, n_train, max_new_tokens; mini_batch clamped to B",
@@ -83,20 +85,20 @@ class Config:
         """Prompts per update, clamped to B (presets shrink B but leave mini_batch)."""
         return min(self.mini_batch, self.batch_prompts)
 
-    @property
-    def micro(self) -> int:
-        """The largest micro-batch up to micro_batch that splits a mini-batch's completions evenly."""
-        return largest_divisor(self.mini * self.num_generations, self.micro_batch)
+    def micro_for(self, world: int = 1) -> int:
+        """Each of `world` processes' micro-batch: the largest up to micro_batch that splits its
+        share of a mini-batch's completions evenly."""
+        return micro_per_process(self.mini * self.num_generations, self.micro_batch, world, "grpo")
 
     @property
     def updates_per_step(self) -> int:
         return self.batch_prompts // self.mini
 
 
-def rollout_passes(cfg: Config, n_params: int) -> list[Pass]:
+def rollout_passes(cfg: Config, n_params: int, trainable: int | None = None) -> list[Pass]:
     """What TRL runs over every rollout token: a pass list the ledger charges per token."""
     passes = [Pass("forward", n_params, "generation"), Pass("forward", n_params, "policy loss"),
-              Pass("backward", n_params, "policy loss")]
+              Pass("backward", n_params, "policy loss", trainable)]
     if cfg.beta > 0:
         passes.append(Pass("forward", n_params, "reference log-probs"))
     if cfg.updates_per_step > 1:  # TRL recomputes old log-probs when a rollout feeds several updates
@@ -107,7 +109,7 @@ def rollout_passes(cfg: Config, n_params: int) -> list[Pass]:
 def plan(ctx, cfg: Config):
     """(prompts, passes, worst-case FLOPs of one step: every prompt the longest, every completion full)."""
     prompts = training_prompts(ctx, cfg.train_items, cfg.batch_prompts)
-    passes = rollout_passes(cfg, ctx.ledger.n_params)
+    passes = rollout_passes(cfg, ctx.ledger.n_params, lora_params(ctx.model, cfg.lora_rank))
     sequences = cfg.batch_prompts * cfg.num_generations
     return prompts, passes, sequences * (prompts.max_len + ctx.max_new_tokens) * flops_per_token(passes)
 
@@ -117,27 +119,29 @@ class GRPO(Method):
     Config = Config
 
     def train(self, ctx) -> list[Ensemble]:
-        cfg, P = self.config, ctx.ledger.n_params
+        cfg, P, world = self.config, ctx.ledger.n_params, dist.world()
         prompts, passes, worst = plan(ctx, cfg)
         steps = affordable_steps(ctx.ledger, worst, cfg.max_steps, "grpo")
-        print(f"grpo: B={cfg.batch_prompts}, G={cfg.num_generations}, mini={cfg.mini}, micro={cfg.micro}, "
-              f"updates/step={cfg.updates_per_step}, steps={steps}, worst step FLOPs={worst:.3g}, "
-              f"budget={ctx.ledger.budget}, train_items={cfg.train_items} ({len(prompts.items)})", flush=True)
+        micro = cfg.micro_for(world)
+        dist.say(f"grpo: B={cfg.batch_prompts}, G={cfg.num_generations}, mini={cfg.mini}, "
+                 f"micro={micro} x {world} process(es), "
+                 f"updates/step={cfg.updates_per_step}, steps={steps}, worst step FLOPs={worst:.3g}, "
+                 f"budget={ctx.ledger.budget}, train_items={cfg.train_items} ({len(prompts.items)})")
         info = {"planned_steps": steps, "updates_per_step": cfg.updates_per_step, "mini_batch_prompts": cfg.mini,
-                "micro_batch": cfg.micro, "worst_step_flops": worst, "train_items": cfg.train_items,
+                "micro_batch": micro, "processes": world, "worst_step_flops": worst, "train_items": cfg.train_items,
                 "n_train_items": len(prompts.items), "passes": [f"{p.kind}: {p.why}" for p in passes],
                 "deviations": DEVIATIONS}
 
         done = load_result(ctx.out_dir)
         if done is None:
-            done = self._train(ctx, prompts, passes, worst, steps)
+            done = self._train(ctx, prompts, passes, worst, steps, micro, world)
         else:  # finished before: charge its recorded tokens again, train nothing
             charge(ctx.ledger, passes, done["tokens"])
         info.update(done["info"], paper_train_flops=paper_grpo_flops(
             done["info"]["steps"], cfg.batch_prompts, cfg.num_generations, P, prompts.mean_len + ctx.max_new_tokens))
         return [Ensemble("grpo", [Voter("grpo", weights=done["weights"])], ks=(1,), info=info)]
 
-    def _train(self, ctx, prompts, passes, worst, steps) -> dict:
+    def _train(self, ctx, prompts, passes, worst, steps, micro, world) -> dict:
         from transformers.trainer_utils import get_last_checkpoint
         from trl import GRPOConfig, GRPOTrainer
 
@@ -149,9 +153,11 @@ class GRPO(Method):
         # completions but not prompt token counts, and its count would be lost on a kill.
         meter = LedgerCallback("grpo", ctx.ledger, passes, lambda state: state.num_input_tokens_seen, worst,
                                cfg.updates_per_step, ctx.log, reward_key="reward", curve=ctx.out_dir / "curve.jsonl")
+        # One optimizer update = micro x world processes x accumulation = mini x G completions,
+        # whatever the process count; generation_batch_size is global in TRL.
         args = GRPOConfig(**common_args(ctx, cfg, ctx.protocol.seed),
-                          per_device_train_batch_size=cfg.micro,
-                          gradient_accumulation_steps=cfg.mini * cfg.num_generations // cfg.micro,
+                          per_device_train_batch_size=micro,
+                          gradient_accumulation_steps=cfg.mini * cfg.num_generations // (micro * world),
                           generation_batch_size=cfg.batch_prompts * cfg.num_generations,
                           num_generations=cfg.num_generations, max_completion_length=ctx.max_new_tokens,
                           max_steps=steps * cfg.updates_per_step, num_iterations=1, beta=cfg.beta,
@@ -162,7 +168,9 @@ class GRPO(Method):
                               args=args, train_dataset=dataset(prompts), processing_class=trl_tokenizer(ctx, prompts),
                               peft_config=lora_config(cfg.lora_rank) if cfg.lora_rank else None, callbacks=[meter])
         quiet(trainer)
-        trainer.train(resume_from_checkpoint=get_last_checkpoint(args.output_dir))
+        # the folder may not exist yet: under accelerate launch only the main process creates it
+        resume = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        trainer.train(resume_from_checkpoint=resume)
 
         weights = save_policy(trainer.accelerator.unwrap_model(trainer.model), ctx.perturber,
                               ctx.out_dir / "policy.safetensors")

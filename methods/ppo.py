@@ -33,12 +33,13 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from harness import distributed as dist
 from harness.compute import paper_ppo_flops
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
 from methods._trl import (TRAIN_ITEMS, Checkpointer, LedgerCallback, Pass, affordable_steps, charge,
-                          common_args, flops_per_token, largest_divisor, load_result, lora_config, policy_copy,
-                          quiet, restore, save_policy, training_prompts, write_result)
+                          common_args, flops_per_token, load_result, lora_config, lora_params, micro_per_process,
+                          policy_copy, quiet, restore, save_policy, training_prompts, write_result)
 
 DEVIATIONS = ["TRL 1.12 experimental PPOTrainer instead of verl (k1 KL in the reward, TRL clip ranges, "
               "no grad clipping)",
@@ -97,10 +98,10 @@ class Config:
         """Completions per update, clamped to B (presets shrink B but may leave mini_batch)."""
         return min(self.mini_batch, self.batch_prompts)
 
-    @property
-    def micro(self) -> int:
-        """The largest micro-batch up to micro_batch that splits a mini-batch evenly."""
-        return largest_divisor(self.mini, self.micro_batch)
+    def micro_for(self, world: int = 1) -> int:
+        """Each of `world` processes' micro-batch: the largest up to micro_batch that splits its
+        share of a mini-batch evenly."""
+        return micro_per_process(self.mini, self.micro_batch, world, "ppo")
 
 
 def value_params(model) -> int:
@@ -109,12 +110,13 @@ def value_params(model) -> int:
     return sum(p.numel() for _, p in backbone.named_parameters()) + model.config.hidden_size
 
 
-def rollout_passes(cfg: Config, n_params: int, n_value: int) -> list[Pass]:
-    """What TRL runs over every rollout token (the reward costs nothing: it is a rule)."""
+def rollout_passes(cfg: Config, n_params: int, n_value: int, trainable: int | None = None) -> list[Pass]:
+    """What TRL runs over every rollout token (the reward costs nothing: it is a rule).
+    `trainable`: the policy's trained weights (LoRA); the critic always trains fully."""
     passes = [Pass("forward", n_params, "generation"), Pass("forward", n_params, "reference log-probs"),
               Pass("forward", n_value, "values")]
     for _ in range(cfg.num_ppo_epochs):
-        passes += [Pass("forward", n_params, "policy loss"), Pass("backward", n_params, "policy loss"),
+        passes += [Pass("forward", n_params, "policy loss"), Pass("backward", n_params, "policy loss", trainable),
                    Pass("forward", n_value, "value loss"), Pass("backward", n_value, "value loss")]
     return passes
 
@@ -122,7 +124,8 @@ def rollout_passes(cfg: Config, n_params: int, n_value: int) -> list[Pass]:
 def plan(ctx, cfg: Config):
     """(prompts, passes, worst-case FLOPs of one step: every prompt the longest, every completion full)."""
     prompts = training_prompts(ctx, cfg.train_items, cfg.batch_prompts)
-    passes = rollout_passes(cfg, ctx.ledger.n_params, value_params(ctx.model))
+    passes = rollout_passes(cfg, ctx.ledger.n_params, value_params(ctx.model),
+                            lora_params(ctx.model, cfg.lora_rank))
     return prompts, passes, cfg.batch_prompts * (prompts.max_len + ctx.max_new_tokens) * flops_per_token(passes)
 
 
@@ -131,14 +134,16 @@ class PPO(Method):
     Config = Config
 
     def train(self, ctx) -> list[Ensemble]:
-        cfg, P = self.config, ctx.ledger.n_params
+        cfg, P, world = self.config, ctx.ledger.n_params, dist.world()
         prompts, passes, worst = plan(ctx, cfg)
         steps = affordable_steps(ctx.ledger, worst, cfg.max_steps, "ppo")
-        print(f"ppo: B={cfg.batch_prompts}, mini={cfg.mini}, micro={cfg.micro}, epochs={cfg.num_ppo_epochs}, "
-              f"updates/step={cfg.num_ppo_epochs * cfg.batch_prompts // cfg.mini}, steps={steps}, "
-              f"worst step FLOPs={worst:.3g}, budget={ctx.ledger.budget}, "
-              f"train_items={cfg.train_items} ({len(prompts.items)})", flush=True)
-        info = {"planned_steps": steps, "mini_batch": cfg.mini, "micro_batch": cfg.micro,
+        micro = cfg.micro_for(world)
+        dist.say(f"ppo: B={cfg.batch_prompts}, mini={cfg.mini}, micro={micro} x {world} process(es), "
+                 f"epochs={cfg.num_ppo_epochs}, "
+                 f"updates/step={cfg.num_ppo_epochs * cfg.batch_prompts // cfg.mini}, steps={steps}, "
+                 f"worst step FLOPs={worst:.3g}, budget={ctx.ledger.budget}, "
+                 f"train_items={cfg.train_items} ({len(prompts.items)})")
+        info = {"planned_steps": steps, "mini_batch": cfg.mini, "micro_batch": micro, "processes": world,
                 "num_ppo_epochs": cfg.num_ppo_epochs, "actor_lr": cfg.learning_rate,
                 "critic_lr": cfg.critic_learning_rate, "worst_step_flops": worst, "train_items": cfg.train_items,
                 "n_train_items": len(prompts.items), "passes": [f"{p.kind}: {p.why}" for p in passes],
@@ -146,14 +151,14 @@ class PPO(Method):
 
         done = load_result(ctx.out_dir)
         if done is None:
-            done = self._train(ctx, prompts, passes, worst, steps)
+            done = self._train(ctx, prompts, passes, worst, steps, micro, world)
         else:  # finished before: charge its recorded tokens again, train nothing
             charge(ctx.ledger, passes, done["tokens"])
         info.update(done["info"], paper_train_flops=paper_ppo_flops(
             done["info"]["steps"], cfg.batch_prompts, 1, P, prompts.mean_len + ctx.max_new_tokens))
         return [Ensemble("ppo", [Voter("ppo", weights=done["weights"])], ks=(1,), info=info)]
 
-    def _train(self, ctx, prompts, passes, worst, steps) -> dict:
+    def _train(self, ctx, prompts, passes, worst, steps, micro, world) -> dict:
         cfg = self.config
         tokenizer = ppo_tokenizer(ctx, prompts)
         policy = policy_copy(ctx)
@@ -171,14 +176,17 @@ class PPO(Method):
         parts = {"policy": policy, "value": value, "optimizer": optimizer}
         done_steps, done_tokens = restore(ckpt_path, parts, "ppo")
         reward_model = TaskRewardModel(ctx.task, prompts, tokenizer)
-        meter = LedgerCallback("ppo", ctx.ledger, passes, lambda state: done_tokens + reward_model.backbone.tokens,
+        # each process rewards (and counts) only its own rollouts: the ledger charges every process's
+        meter = LedgerCallback("ppo", ctx.ledger, passes,
+                               lambda state: done_tokens + dist.total(reward_model.backbone.tokens),
                                worst, 1, ctx.log, reward_key="objective/scores", step_offset=done_steps,
                                curve=ctx.out_dir / "curve.jsonl")
         if steps > done_steps:
             saver = Checkpointer(ckpt_path, cfg.save_every, parts,
                                  lambda state: (meter.step(state), meter.tokens_seen(state)))
             trainer = build_trainer(ctx, cfg, prompts, tokenizer, policy, value, reward_model, optimizer,
-                                    steps - done_steps, seed=ctx.protocol.seed + done_steps, callbacks=[meter, saver])
+                                    steps - done_steps, micro, world, seed=ctx.protocol.seed + done_steps,
+                                    callbacks=[meter, saver])
             trainer.train()
             done_steps = meter.step(trainer.state)
         else:  # killed after its last checkpoint: only the ledger needs the finished work
@@ -192,12 +200,16 @@ class PPO(Method):
         return result
 
 
-def build_trainer(ctx, cfg, prompts, tokenizer, policy, value, reward_model, optimizer, steps, seed, callbacks):
+def build_trainer(ctx, cfg, prompts, tokenizer, policy, value, reward_model, optimizer, steps, micro, world,
+                  seed, callbacks):
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
+    # TRL's rollout batch is per_device x accumulation x processes: each process takes B / world
+    # prompts, and a mini-batch (B / num_mini_batches completions) spans every process.
     args = PPOConfig(**common_args(ctx, cfg, seed), save_strategy="no",
-                     per_device_train_batch_size=cfg.micro, gradient_accumulation_steps=cfg.batch_prompts // cfg.micro,
+                     per_device_train_batch_size=micro,
+                     gradient_accumulation_steps=cfg.batch_prompts // (micro * world),
                      num_mini_batches=cfg.batch_prompts // cfg.mini, num_ppo_epochs=cfg.num_ppo_epochs,
                      total_episodes=steps * cfg.batch_prompts, response_length=ctx.max_new_tokens,
                      stop_token="eos", temperature=cfg.temperature, kl_coef=cfg.kl_coef, gamma=cfg.gamma,
@@ -209,7 +221,7 @@ def build_trainer(ctx, cfg, prompts, tokenizer, policy, value, reward_model, opt
                          value_model=value, optimizers=(optimizer, scheduler), callbacks=callbacks)
     # TRL sizes accelerate's accumulation to the whole rollout (one update per epoch, and one per
     # micro-batch on the data's last batch); one mini-batch per update is verl's (and PPO's) rule.
-    trainer.accelerator.gradient_state.plugin_kwargs.update(num_steps=cfg.mini // cfg.micro,
+    trainer.accelerator.gradient_state.plugin_kwargs.update(num_steps=cfg.mini // (micro * world),
                                                             sync_with_dataloader=False)
     quiet(trainer)
     return trainer

@@ -99,6 +99,8 @@ def test_ledger_arithmetic():
     assert ledger.remaining() == 1000 - 328
     assert ledger.affords(672) and not ledger.affords(673)
     assert ledger.tokens == {"train_forward": 7, "train_backward": 5, "test_forward": 3}
+    ledger.backward(2, trainable=3)  # LoRA-like: 2 * 10 through every weight + 2 * 3 for the trained ones
+    assert ledger.train == 328 + 2 * (20 + 6)
 
 
 def test_paper_formulas():

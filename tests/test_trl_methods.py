@@ -7,6 +7,7 @@ is a UserError; a killed run resumes from its checkpoint and charges finished wo
 """
 from __future__ import annotations
 
+import copy
 import importlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +25,7 @@ from harness.method import get_method
 from harness.model import load_model
 from harness.perturb import Perturber
 from harness.task import get_task
-from methods._trl import LedgerCallback, Pass, training_prompts
+from methods._trl import LedgerCallback, Pass, flops_per_token, training_prompts
 
 METHODS = ["grpo", "ppo"]
 N_TRAIN, MAX_NEW = 4, 8
@@ -199,9 +200,25 @@ def test_invalid_settings_are_user_errors(name, bad):
 
 def test_micro_batch_splits_a_mini_batch_evenly():
     grpo = method("grpo", batch_prompts=3, num_generations=3, mini_batch=64, micro_batch=8).config
-    assert (grpo.mini, grpo.micro, grpo.updates_per_step) == (3, 3, 1)  # 9 completions: micro 3
+    assert (grpo.mini, grpo.micro_for(1), grpo.updates_per_step) == (3, 3, 1)  # 9 completions: micro 3
     ppo = method("ppo", batch_prompts=128, mini_batch=32, micro_batch=8).config
-    assert (ppo.mini, ppo.micro) == (32, 8)
+    assert (ppo.mini, ppo.micro_for(1)) == (32, 8)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_lora_backward_is_charged_for_the_adapters_peft_trains(name, tiny_model_dir, tmp_path):
+    from peft import get_peft_model
+    from methods._trl import lora_config, lora_params
+
+    ctx = make_ctx(tiny_model_dir, tmp_path, budget=None)
+    trainable, _ = get_peft_model(copy.deepcopy(ctx.model), lora_config(2)).get_nb_trainable_parameters()
+    assert lora_params(ctx.model, 2) == trainable and lora_params(ctx.model, 0) is None
+    module, P = importlib.import_module(f"methods.{name}"), ctx.ledger.n_params
+    full = module.plan(ctx, method(name).config)[1]
+    lora = module.plan(ctx, method(name, lora_rank=2).config)[1]
+    policy_backward = [p for p in lora if p.kind == "backward" and p.n_params == P]
+    assert [p.flops_per_token for p in policy_backward] == [2 * P + 2 * trainable]
+    assert flops_per_token(full) - flops_per_token(lora) == 2 * (P - trainable)
 
 
 def test_ledger_callback_charges_once_and_stops_before_overspending():
