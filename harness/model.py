@@ -77,7 +77,9 @@ def load_model(name: str | None, device: str = "cpu", dtype: torch.dtype | None 
 
     path = resolve_model(name)
     if dtype is None:
-        dtype = torch.float32 if device == "cpu" else torch.bfloat16
+        # by device type: under accelerate launch the CPU device is "cpu:0", and bf16 would be
+        # both 3x slower here and numerically different from a one-process run
+        dtype = torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)

@@ -21,6 +21,8 @@ def run_units(units: list, index: Callable, work: Callable[[object], dict], fold
               desc: str | None = None) -> dict[int, dict]:
     """{index(unit): record} for every unit; `work(unit)` returns the record of a new unit."""
     done = read_records(folder, tag)
+    # every process must shard the same list: none may write a new record before all have read
+    dist.barrier()
     todo = dist.shard([u for u in units if index(u) not in done])
     path = folder / f"{tag}.rank{dist.rank()}.jsonl"
     fresh = []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness import distributed as dist
 from harness.compute import Ledger
 from harness.config import protocol_from
 from harness.context import TrainContext
@@ -18,7 +19,7 @@ def make_context(model_dir: str, out_dir: Path, budget: float | None = None, tas
     settings = {"n_train": 4, "n_test": 4, "max_new_tokens": 4, "k": (1,), **protocol}
     proto = protocol_from(task, "smoke", model=model_dir, **settings)
     the_task = get_task(task)
-    model, tokenizer = load_model(model_dir)
+    model, tokenizer = load_model(model_dir, dist.device())  # as `thicket compare` loads it
     engine, perturber = Engine(model, tokenizer, 8), Perturber(model)
     items = train_items(the_task, proto)
     batches = engine.prepare([render(tokenizer, it.messages) for it in items])

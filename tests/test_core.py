@@ -48,6 +48,12 @@ def tiny(tiny_model_dir):
     return load_model(tiny_model_dir)
 
 
+@pytest.mark.parametrize("device", ["cpu", "cpu:0", torch.device("cpu")])
+def test_cpu_models_load_in_float32_whatever_the_device_spelling(tiny_model_dir, device):
+    # accelerate launch names the CPU "cpu:0"; bf16 there would be slower and change the numbers
+    assert load_model(tiny_model_dir, device)[0].dtype == torch.float32
+
+
 def snapshot(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 

@@ -203,6 +203,10 @@ def test_micro_batch_splits_a_mini_batch_evenly():
     assert (grpo.mini, grpo.micro_for(1), grpo.updates_per_step) == (3, 3, 1)  # 9 completions: micro 3
     ppo = method("ppo", batch_prompts=128, mini_batch=32, micro_batch=8).config
     assert (ppo.mini, ppo.micro_for(1)) == (32, 8)
+    # over processes: each takes its share of an update, the update's size stays the same
+    assert (grpo.micro_for(3), ppo.micro_for(2), ppo.micro_for(8)) == (3, 8, 4)
+    with pytest.raises(UserError, match="32 sequences cannot be split evenly over 3 processes"):
+        ppo.micro_for(3)
 
 
 @pytest.mark.parametrize("name", METHODS)
