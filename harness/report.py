@@ -91,8 +91,8 @@ def results_section(run: Run) -> list:
         f"{spread}95% intervals: percentile bootstrap over the {n} test items (10,000 resamples, "
         "seed 0); the difference from base resamples items jointly (paired) and is in percentage "
         "points; McNemar: exact two-sided binomial test on the items where exactly one is right. "
-        "Training FLOPs are counted from the tokens each method processed (2P forward, 4P backward "
-        "per token); test FLOPs are reported separately and are not matched.")]
+        "Training FLOPs are counted from the tokens each method processed (2P forward, 4P backward; "
+        "2P + 2T with T LoRA adapter weights, per token); test FLOPs are reported separately and are not matched.")]
 
 
 # ---- section (ii): RandOpt against self-consistency at equal K ---------------------------------
