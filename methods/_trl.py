@@ -225,9 +225,14 @@ def lora_config(rank: int):
                       task_type="CAUSAL_LM")
 
 
+def device_type(ctx) -> str:
+    """The device type ("cpu", "cuda") of the harness's model, which is where training runs."""
+    return getattr(ctx.model, "device", torch.device("cpu")).type
+
+
 def mixed_precision(ctx) -> bool:
     """bf16 autocast on GPU (fp32 master weights); plain fp32 on CPU, where bf16 is about 3x slower."""
-    return getattr(ctx.model, "device", torch.device("cpu")).type == "cuda"
+    return device_type(ctx) == "cuda"
 
 
 def common_args(ctx, cfg, seed: int) -> dict:
@@ -236,11 +241,10 @@ def common_args(ctx, cfg, seed: int) -> dict:
     use_cpu on a CPU model: TrainingArguments rebuilds Accelerate's state, and only with it does
     a multi-process CPU launch become a gloo process group (otherwise every process would train
     alone, unaware of the others; ENVIRONMENT.md)."""
-    on_cpu = getattr(ctx.model, "device", torch.device("cpu")).type == "cpu"
-    return dict(output_dir=str(ctx.out_dir / "checkpoints"), use_cpu=on_cpu, learning_rate=cfg.learning_rate,
-                lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, logging_steps=1,
-                report_to="none", disable_tqdm=True, bf16=mixed_precision(ctx), activation_checkpointing=False,
-                seed=seed, dataloader_num_workers=0, dataloader_pin_memory=False)
+    return dict(output_dir=str(ctx.out_dir / "checkpoints"), use_cpu=device_type(ctx) == "cpu",
+                learning_rate=cfg.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
+                weight_decay=0.0, logging_steps=1, report_to="none", disable_tqdm=True, bf16=mixed_precision(ctx),
+                activation_checkpointing=False, seed=seed, dataloader_num_workers=0, dataloader_pin_memory=False)
 
 
 def quiet(trainer) -> None:

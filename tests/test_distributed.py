@@ -76,7 +76,8 @@ def _launch(tmp_path: Path, name: str, template: str, launcher: list[str], **fie
     script.write_text(template.format(root=str(Path(__file__).resolve().parents[1]), out=str(out), **fields))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     proc = subprocess.run(launcher + [str(script)], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[proc.stderr.find("Traceback"):][:3000]  # the first process error
+    first_error = proc.stderr.find("Traceback")  # the first process's error; else the end of the log
+    assert proc.returncode == 0, proc.stderr[first_error:][:3000] if first_error >= 0 else proc.stderr[-3000:]
     return out
 
 
