@@ -13,10 +13,10 @@ from harness.method import DEFAULT_METHODS
 
 # Subcommands that live in their own module, each with add_arguments(parser) and run(args).
 TOOLS = {
-    "report": ("harness.report", "rebuild report.md and report.html from a stored run folder"),
-    "crosscheck": ("harness.crosscheck", "score a gsm8k run's single-model rows with lm-eval, item by item"),
-    "density": ("harness.density", "the paper's delta(m) curve: M perturbations per sigma"),
-    "reproduce": ("harness.reproduce", "run one of the paper's tables and print ours beside the reported"),
+    "report": ("harness.analysis.report", "rebuild report.md and report.html from a stored run folder"),
+    "crosscheck": ("harness.analysis.crosscheck", "score a gsm8k run's single-model rows with lm-eval, item by item"),
+    "density": ("harness.analysis.density", "the paper's delta(m) curve: M perturbations per sigma"),
+    "reproduce": ("harness.analysis.reproduce", "run one of the paper's tables and print ours beside the reported"),
 }
 
 
@@ -85,11 +85,14 @@ def run(args) -> int:
         raise UserError(f"SEEDS/--seeds must be >= 1, got {args.seeds}")
     run_dir = compare(protocol, methods, settings(args.set), args.results, args.run, args.fresh,
                       args.budget_flops, args.seeds)
-    if args.crosscheck:
-        from harness import crosscheck, report
+    from harness import distributed as dist
+    from harness.analysis import crosscheck, report
 
-        crosscheck.crosscheck(run_dir, list(crosscheck.SINGLE_ROWS))
-        report.build_report(run_dir)
+    if dist.is_main():
+        report.publish(run_dir)
+        if args.crosscheck:
+            crosscheck.crosscheck(run_dir, list(crosscheck.SINGLE_ROWS))
+            report.build_report(run_dir)
     return 0
 
 

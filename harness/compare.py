@@ -31,7 +31,7 @@ from harness.generate import Engine, render
 from harness.method import DEFAULT_METHODS, get_method
 from harness.model import load_model
 from harness.perturb import Perturber
-from harness.results import environment, markdown_table, read_json, run_name, write_json
+from harness.results import environment, read_json, run_name, write_json
 from harness.splits import train_items
 from harness.task import Task, get_task
 
@@ -201,12 +201,7 @@ def write_predictions(folder: Path, rows: list[dict], evaluator: Evaluator) -> N
 
 
 def finish(run_dir: Path, rows: list[dict]) -> None:
+    """summary.json: every row of every seed. The table and report are the analysis wing's
+    (`harness.analysis.report.publish`), which the CLI calls next."""
     write_json(run_dir / "summary.json", [{k: v for k, v in r.items() if k not in ("correct", "predictions")}
                                           for r in rows])
-    table = markdown_table(rows)
-    (run_dir / "table.md").write_text(table + "\n", encoding="utf-8")
-    print("\n" + table + "\n", flush=True)
-    from harness.report import build_report
-
-    md, html = build_report(run_dir)
-    print(f"results: {run_dir}\nreport: {md} and {html}", flush=True)

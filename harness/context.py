@@ -13,8 +13,9 @@ from harness.compute import Ledger
 from harness.config import Protocol
 from harness.generate import Batch, Engine
 from harness.perturb import Perturber
-from harness.task import Item, Task
-from harness.units import run_units
+from harness import distributed as dist
+from harness.task import Item, Task, checked_rewards
+from harness.units import append_record, run_units
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,19 @@ class TrainContext:
         return worst_pass_flops(self.ledger.n_params, self.train_batches, self.max_new_tokens)
 
     def rewards(self, completions) -> list[float]:
-        return [self.task.reward(c.text, item) for c, item in zip(completions, self.train_items)]
+        """The task's reward of one completion per train item (checked: finite numbers only)."""
+        return checked_rewards(self.task, [c.text for c in completions], self.train_items)
+
+    def record_curve(self, step: int, **metrics: float) -> None:
+        """One point of this method's learning curve, at global `step` (an iteration, an update,
+        a member): appended to curve.jsonl with the training FLOPs spent so far (the report
+        plots it against them; a step recorded twice, e.g. after a resume, counts once, the
+        last record winning) and logged to W&B with `train_flops` as its x-axis."""
+        record = {"step": int(step), "train_flops": self.ledger.train, **{k: float(v) for k, v in metrics.items()}}
+        if dist.is_main():
+            append_record(self.out_dir / "curve.jsonl", record)
+        if self.log:
+            self.log.curve(record)
 
     def score_current(self) -> tuple[float, int]:
         """Mean train reward of the model as it is now (greedy) and the tokens it took."""

@@ -84,7 +84,7 @@ class Evaluator:
 
     def _row(self, method: str, ensemble: Ensemble, k: int, records: list[dict]) -> Row:
         preds = [majority([r["keys"][i] for r in records]) for i in range(len(self.items))]
-        correct = [bool(p) and self.task.is_correct(p, it) for p, it in zip(preds, self.items)]
+        correct = self.task.are_correct(preds, self.items)
         ledger = Ledger(self.n_params)
         ledger.forward(sum(r["tokens"] for r in records), "test")
         label = ensemble.name if tuple(ensemble.ks) == (1,) else f"{ensemble.name} K={k}"

@@ -54,14 +54,15 @@ class Engine:
 
     @torch.inference_mode()
     def generate(self, batches: list[Batch], max_new_tokens: int, temperature: float = 0.0,
-                 seed: int | None = None) -> list[Completion]:
-        """Completions in the caller's prompt order. temperature 0 means greedy."""
+                 seed: int | None = None, top_p: float = 1.0) -> list[Completion]:
+        """Completions in the caller's prompt order. temperature 0 means greedy; otherwise
+        sampling at `temperature` with nucleus `top_p` (1.0: the whole distribution), seeded."""
         device = self.model.device
         n = sum(len(b.order) for b in batches)
         out: list[Completion | None] = [None] * n
         sampling = {"do_sample": False}
         if temperature > 0:
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
             torch.manual_seed(seed if seed is not None else 0)
         for b in batches:
             ids, mask = b.input_ids.to(device), b.attention_mask.to(device)

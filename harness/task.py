@@ -53,6 +53,38 @@ class Task:
         """Training reward of one response; defaults to correctness (0 or 1)."""
         return float(self.is_correct(self.vote_key(response, item), item))
 
+    # Batched forms: the harness always calls these. Override them when scoring one item at a
+    # time is slow (a task that runs code scores a batch in parallel); the defaults loop.
+
+    def rewards(self, responses: list[str], items: list[Item]) -> list[float]:
+        """Training rewards of many responses, one per (response, item) pair."""
+        return [self.reward(r, it) for r, it in zip(responses, items)]
+
+    def are_correct(self, keys: list[str], items: list[Item]) -> list[bool]:
+        """Correctness of many vote keys; an empty key (no answer) is never correct."""
+        return [bool(k) and bool(self.is_correct(k, it)) for k, it in zip(keys, items)]
+
+
+def checked_rewards(task: Task, responses: list[str], items: list[Item]) -> list[float]:
+    """`task.rewards`, refusing anything that is not a finite number: a NaN reward would turn
+    every ES weight into NaN and every mean into NaN, so it stops the run here, named."""
+    import math
+
+    values = task.rewards(list(responses), list(items))
+    if len(values) != len(items):
+        raise UserError(f"task {task.name!r}: rewards() returned {len(values)} values for {len(items)} responses")
+    out = []
+    for value, response, item in zip(values, responses, items):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not math.isfinite(number):
+            raise UserError(f"task {task.name!r} returned reward {value!r} for item {item.id} "
+                            f"(response starts {response[:60]!r}); a reward must be a finite number")
+        out.append(number)
+    return out
+
 
 def available_tasks() -> list[str]:
     import tasks

@@ -19,6 +19,9 @@ class NullLogger:
     def table(self, key: str, columns: list[str], rows: list[list]) -> None:
         pass
 
+    def curve(self, record: dict) -> None:
+        """One learning-curve point ({"step", "train_flops", metric: value, ...})."""
+
     def finish(self) -> None:
         pass
 
@@ -37,6 +40,9 @@ class WandbLogger(NullLogger):
         import wandb
 
         self._safe(lambda: self.run.log({key: wandb.Table(columns=columns, data=rows)}))
+
+    def curve(self, record: dict) -> None:
+        self._safe(self.run.log, {f"curve/{k}" if k not in ("train_flops",) else k: v for k, v in record.items()})
 
     def finish(self) -> None:
         self._safe(self.run.finish)

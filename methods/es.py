@@ -35,7 +35,7 @@ from harness import distributed as dist
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
 from harness.perturb import NOISE_MODES, iter_noise
-from harness.units import append_record, read_records
+from harness.units import read_records
 
 
 @dataclass(frozen=True)
@@ -137,13 +137,8 @@ class ES(Method):
             stale = theta_path(ctx, t - 2)  # keep t and t-1: the final population was drawn around t-1
             if stale.is_file():
                 stale.unlink()
-            append_record(ctx.out_dir / "curve.jsonl", {"step": t, "train_flops": ctx.ledger.train,
-                                                         "train_reward": float(np.mean(scores)),
-                                                         "max_reward": float(np.max(scores))})
         dist.barrier()
-        if ctx.log:
-            ctx.log.log({"es/mean_reward": float(np.mean(scores)), "es/max_reward": float(np.max(scores)),
-                         "train_flops": ctx.ledger.train}, step=t)
+        ctx.record_curve(t, train_reward=float(np.mean(scores)), max_reward=float(np.max(scores)))
 
     def _ensembles(self, ctx, cfg, t_max, vote_ks) -> list[Ensemble]:
         last = t_max - 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import crosscheck as cc
+from harness.analysis import crosscheck as cc
 from harness.compare import compare
 from harness.config import protocol_from
 from harness.errors import UserError

@@ -6,7 +6,7 @@ from argparse import Namespace
 
 import pytest
 
-from harness import density as dens
+from harness.analysis import density as dens
 from harness.errors import UserError
 from harness.evaluate import Evaluator
 

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from harness import report, stats
+from harness.analysis import report, stats
 
 # ---- statistics ------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import reproduce as rep
+from harness.analysis import reproduce as rep
 from harness.errors import UserError
 
 PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "docs" / "PAPER.md"

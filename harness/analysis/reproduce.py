@@ -78,6 +78,9 @@ def run(args) -> int:
                              k=args.k)
     run_dir = compare(protocol, [m for m, why in methods if why is None], parse_settings(args.set),
                       args.results, seeds=args.seeds)
+    from harness.analysis.report import publish
+
+    publish(run_dir)
     text = comparison(args.table, read_json(run_dir / "summary.json"), protocol.model, args.budget,
                       [f"{m}: {why}" for m, why in methods if why])
     (run_dir / "reproduce.md").write_text(text + "\n", encoding="utf-8")

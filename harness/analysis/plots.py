@@ -1,4 +1,4 @@
-"""Figures of a finished run, drawn from its stored files (harness.rundir), written as PNGs.
+"""Figures of a finished run, drawn from its stored files (harness.analysis.rundir), written as PNGs.
 
 - plot_flops:   train reward against training FLOPs (ES/GRPO/PPO curves, RandOpt's best
                 member so far as the population grows) and each row's test accuracy at its
@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from harness.results import mean_std
-from harness.rundir import Run, load
+from harness.analysis.rundir import Run, load
 
 matplotlib.rcParams["svg.hashsalt"] = "thicket"  # SVG ids are random otherwise
 ORDER = ("base", "self_consistency", "randopt", "es", "es+vote", "grpo", "ppo")

@@ -13,11 +13,11 @@ import json
 import shlex
 from pathlib import Path
 
-from harness import plots, stats
-from harness.doc import Bullets, Heading, Image, Para, Table, markdown, to_html
+from harness.analysis import plots, stats
+from harness.analysis.doc import Bullets, Heading, Image, Para, Table, markdown, to_html
 from harness.errors import UserError
 from harness.results import fmt_flops, mean_std, read_json
-from harness.rundir import Run, load
+from harness.analysis.rundir import Run, load
 
 BOOT_SEED = 0
 """One fixed bootstrap seed for every interval, so a rebuilt report is identical."""
@@ -264,6 +264,18 @@ def build_report(run_dir) -> tuple[Path, Path]:
     md.write_text(markdown(blocks), encoding="utf-8")
     page.write_text(to_html(blocks, run.path, title), encoding="utf-8")
     return md, page
+
+
+def publish(run_dir) -> None:
+    """After `compare`: table.md, report.md and report.html, and the table on the terminal."""
+    from harness.results import markdown_table
+
+    run = Path(run_dir)
+    table = markdown_table(read_json(run / "summary.json"))
+    (run / "table.md").write_text(table + "\n", encoding="utf-8")
+    print("\n" + table + "\n", flush=True)
+    md, html = build_report(run)
+    print(f"results: {run}\nreport: {md} and {html}", flush=True)
 
 
 def add_arguments(parser) -> None:

@@ -41,17 +41,20 @@ class Run:
         return read_json(path) if path.is_file() else None
 
     def curve(self, seed: int, method: str) -> list[dict]:
-        """curve.jsonl lines in step order (a torn last line from a kill is skipped)."""
+        """curve.jsonl records in step order, one per step: a step written again after a resume
+        counts once (the last record wins); a torn last line from a kill is skipped."""
         path = self.seed_dir(seed) / method / "curve.jsonl"
         if not path.is_file():
             return []
-        lines = []
+        by_step: dict = {}
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
-                lines.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-        return sorted(lines, key=lambda r: r.get("step", 0))
+            if isinstance(record, dict):
+                by_step[record.get("step", 0)] = record
+        return [by_step[s] for s in sorted(by_step)]
 
     def members(self, seed: int) -> list[dict]:
         """RandOpt's scored members in sampling (index) order."""
