@@ -1,15 +1,19 @@
-"""The `thicket` command line. Bad input ends in one line on stderr and exit status 2."""
+"""The `thicket` command line. Bad input ends in one line on stderr and exit status 2.
+
+Subcommands other than `compare`, `plan` and `list` live in their own modules (each with
+add_arguments(parser) and run(args)); a module is imported only when its subcommand runs,
+so `thicket --help` stays fast (the analysis tools pull in torch and matplotlib).
+"""
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import math
 import os
 import sys
 
-from harness.argtypes import ints, settings
 from harness.errors import UserError
-from harness.method import DEFAULT_METHODS
-
 
 # Subcommands that live in their own module, each with add_arguments(parser) and run(args).
 TOOLS = {
@@ -18,42 +22,136 @@ TOOLS = {
     "density": ("harness.analysis.density", "the paper's delta(m) curve: M perturbations per sigma"),
     "reproduce": ("harness.analysis.reproduce", "run one of the paper's tables and print ours beside the reported"),
 }
+DEFAULT_METHODS = "base,self_consistency,randopt,es,grpo,ppo"  # == harness.method.DEFAULT_METHODS (tested)
+
+COMPARE_EXAMPLES = """examples:
+  thicket compare --task arith                                  # every method, small preset, embedded SmolLM2
+  thicket compare --task gsm8k --data-dir ../shared/data --budget smoke --methods base,randopt
+  thicket compare --task gsm8k --model Qwen/Qwen2.5-0.5B-Instruct --budget paper   # a GPU job
+"""
+PLAN_EXAMPLES = """examples:
+  thicket plan --task arith                                     # sizes, FLOPs and time on this machine
+  thicket plan --task gsm8k --budget paper --model Qwen/Qwen2.5-3B-Instruct --gpus 8 --gpu h100
+"""
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="thicket", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("compare", help="run methods under one protocol and print a table")
-    c.add_argument("--task", required=True, help="task name (tasks/<name>.py) or dotted module path")
-    c.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names")
-    c.add_argument("--model", default=None, help="Hugging Face id or local folder (default: embedded SmolLM2)")
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default, keeps the examples' line breaks."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (with a "did you mean" for a mistyped option)."""
+
+    def error(self, message: str):
+        hint = ""
+        if message.startswith("unrecognized arguments:"):
+            options = [o for a in self._all_actions() for o in a.option_strings]
+            for word in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(word.split("=")[0], options, n=1, cutoff=0.6)
+                if close:
+                    hint = f"; did you mean {close[0]}?"
+                    break
+        print(f"thicket: error: {message}{hint} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+    def _all_actions(self):
+        yield from self._actions
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from sub._actions
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def flop_budget(text: str) -> float:
+    """A finite number of FLOPs > 0 ("3e13"); nan, inf, 0 and negatives say what is wrong."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of FLOPs such as 3e13, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"the training budget must be a finite number of FLOPs > 0, got {text!r}")
+    return value
+
+
+def add_run_arguments(c) -> None:
+    """What `compare` and `plan` share: the protocol, the methods and the budget."""
+    from harness.argtypes import ints
+
+    c.add_argument("--task", required=True, help="task name (a file in tasks/) or a dotted module path")
+    c.add_argument("--methods", default=DEFAULT_METHODS,
+                   help="comma-separated method names (files in methods/) or dotted module paths")
+    c.add_argument("--model", default=None, help="Hugging Face id or local folder; default: the embedded "
+                   "SmolLM2-135M-Instruct")
     c.add_argument("--data-dir", default=os.environ.get("DATA_DIR") or None,
-                   help="offline data folder laid out like ../shared/data (default: the Hub)")
-    c.add_argument("--budget", default="small", help="preset: smoke, small or paper")
-    c.add_argument("--n-train", type=int)
-    c.add_argument("--n-test", type=int)
-    c.add_argument("--max-new-tokens", type=int)
-    c.add_argument("--k", type=ints, help="vote sizes, e.g. 1,5,10")
-    c.add_argument("--seed", type=int)
-    c.add_argument("--batch-size", type=int)
-    c.add_argument("--seeds", type=int, default=int(os.environ.get("SEEDS") or 1),
-                   help="repeat every method with this many seeds (seed, seed+1, ...)")
-    c.add_argument("--budget-flops", type=float, default=None, help="training FLOP budget per method")
+                   help="offline data folder laid out like ../shared/data; default: the Hugging Face Hub")
+    c.add_argument("--budget", default="small", help="preset of sizes: smoke, small or paper")
+    c.add_argument("--n-train", type=positive_int, help="train items (default: the preset's)")
+    c.add_argument("--n-test", "--limit", dest="n_test", type=positive_int,
+                   help="test items, the first N of the test split (default: the preset's)")
+    c.add_argument("--max-new-tokens", type=positive_int, help="generation length, capped by the task's own")
+    c.add_argument("--k", type=ints, help="vote sizes reported for ensembles, e.g. 1,5,10")
+    c.add_argument("--seed", type=int, help="master seed (default 0)")
+    c.add_argument("--batch-size", type=positive_int, help="prompts per generate call (default 64)")
+    c.add_argument("--seeds", type=positive_int, default=None,
+                   help="repeat every method with this many seeds (seed, seed+1, ...); default: $SEEDS or 1")
+    c.add_argument("--budget-flops", type=flop_budget, default=None,
+                   help="training FLOP budget of every method; default: what RandOpt's preset population costs")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="method setting, e.g. randopt.population=100 or noise=released (repeatable)")
+
+
+def parser(argv: list[str] | None = None) -> Parser:
+    chosen = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+    p = Parser(prog="thicket", description="thicket: LLM post-training methods side by side under matched "
+               "compute. `thicket COMMAND --help` describes each command.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    c = sub.add_parser("compare", help="run methods under one protocol and one budget; print a table",
+                       description="Train every method on the same train items with the same prompts, reward "
+                       "and FLOP budget, score each on the test split through one extract -> vote -> correct "
+                       "path, and write results/<task>/<run>/ (rerunning the command resumes it).",
+                       epilog=COMPARE_EXAMPLES, formatter_class=Formatter)
+    add_run_arguments(c)
     c.add_argument("--results", default="results", help="results root folder")
-    c.add_argument("--run", default=None, help="run folder name (default: derived from the config)")
+    c.add_argument("--run", default=None, help="run folder name under results/<task>/ (default: derived "
+                   "from the config, so the same command resumes)")
     c.add_argument("--fresh", action="store_true", help="discard an earlier run with the same config")
+    c.add_argument("--keep-weights", action="store_true",
+                   help="keep trained weights after a method's rows are written (they are deleted by default: "
+                   "at 3B parameters each copy is 6-12 GB)")
     c.add_argument("--crosscheck", action="store_true",
-                   help="after the run, score single-model rows with lm-eval too (gsm8k only)")
-    sub.add_parser("list", help="list tasks and methods")
+                   help="after the run, score single-model rows with lm-eval too (gsm8k only; keeps weights)")
+    pl = sub.add_parser("plan", help="print each method's sizes, FLOPs and projected wall time; runs nothing",
+                        description="What a `compare` with the same arguments would do: per method the derived "
+                        "sizes, training and test FLOPs, and a wall-time projection from a short calibration "
+                        "on this machine, or from recorded GPU throughput with --gpus/--gpu.",
+                        epilog=PLAN_EXAMPLES, formatter_class=Formatter)
+    add_run_arguments(pl)
+    pl.add_argument("--gpus", type=positive_int, default=None, help="project for this many GPUs instead of here")
+    pl.add_argument("--gpu", default=None, help="GPU kind of the recorded throughput (e.g. h100); with --gpus")
+    ls = sub.add_parser("list", help="list tasks and methods", formatter_class=Formatter)
+    ls.add_argument("--settings", action="store_true", help="every method's settings: type, default, meaning")
     for name, (module, text) in TOOLS.items():
-        importlib.import_module(module).add_arguments(sub.add_parser(name, help=text))
+        tool = sub.add_parser(name, help=text, formatter_class=Formatter)
+        if name == chosen:  # import a tool's module only when it runs
+            importlib.import_module(module).add_arguments(tool)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser(argv).parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, already printed)
+        return int(exc.code or 0)
     try:
         return run(args)
     except UserError as exc:
@@ -68,32 +166,48 @@ def run(args) -> int:
     if args.command in TOOLS:
         return importlib.import_module(TOOLS[args.command][0]).run(args)
     if args.command == "list":
-        from harness.method import available_methods
-        from harness.task import available_tasks
+        from harness.registry import describe
 
-        print("tasks:  ", " ".join(available_tasks()))
-        print("methods:", " ".join(available_methods()))
+        print(describe(settings=args.settings))
         return 0
-    from harness.compare import compare
-    from harness.config import protocol_from
+    from harness.config import RunOptions, protocol_from
+    from harness.argtypes import settings
 
     protocol = protocol_from(args.task, args.budget, model=args.model, data_dir=args.data_dir,
                              n_train=args.n_train, n_test=args.n_test, max_new_tokens=args.max_new_tokens,
                              k=args.k, seed=args.seed, batch_size=args.batch_size)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if args.seeds < 1:
-        raise UserError(f"SEEDS/--seeds must be >= 1, got {args.seeds}")
-    run_dir = compare(protocol, methods, settings(args.set), args.results, args.run, args.fresh,
-                      args.budget_flops, args.seeds)
+    seeds = args.seeds if args.seeds is not None else seeds_from_env()
+    if args.command == "plan":
+        from harness.plan import plan_command
+
+        return plan_command(protocol, methods, settings(args.set), args.budget_flops, seeds, args.gpus, args.gpu)
     from harness import distributed as dist
     from harness.analysis import crosscheck, report
+    from harness.compare import compare
 
+    options = RunOptions(results=args.results, run=args.run, fresh=args.fresh, budget_flops=args.budget_flops,
+                         seeds=seeds, keep_weights=args.keep_weights or args.crosscheck)
+    run_dir = compare(protocol, methods, settings(args.set), options)
     if dist.is_main():
         report.publish(run_dir)
         if args.crosscheck:
             crosscheck.crosscheck(run_dir, list(crosscheck.SINGLE_ROWS))
             report.build_report(run_dir)
     return 0
+
+
+def seeds_from_env() -> int:
+    raw = os.environ.get("SEEDS", "").strip()
+    if not raw:
+        return 1
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"SEEDS={raw!r} is not a whole number >= 1; set SEEDS=3 (or pass --seeds 3)")
+    return value
 
 
 if __name__ == "__main__":

@@ -21,17 +21,20 @@ from pathlib import Path
 import torch
 
 from harness import distributed as dist
-from harness import memory, tracking
+from harness import faults, memory, storage, tracking
 from harness.compute import Ledger
-from harness.config import Protocol, as_dict, method_config
-from harness.context import TrainContext, worst_pass_flops
+from harness.config import Protocol, RunOptions, as_dict, method_config
+from harness.context import TrainContext
 from harness.errors import UserError
 from harness.evaluate import Evaluator, Row, test_items
 from harness.generate import Engine, render
 from harness.method import DEFAULT_METHODS, get_method
-from harness.model import load_model
+from harness.model import load_model, probe_model
 from harness.perturb import Perturber
+from harness.plan import Sizing, matched_budget, plan_methods
+from harness.progress import Progress
 from harness.results import environment, read_json, run_name, write_json
+from harness.runlock import RunLock, empty, run_folder
 from harness.splits import train_items
 from harness.task import Task, get_task
 
@@ -54,11 +57,16 @@ class Session:
     train_batches: list
     evaluator: Evaluator
     budget_flops: float
+    sizing: Sizing
 
 
 def resolve(protocol: Protocol, methods, settings: dict) -> tuple[dict, dict]:
     """Method instances and the fully resolved config; every bad name or value fails here, early."""
     classes = {name: get_method(name) for name in methods}
+    strangers = [k for k in settings if "." in k and k.rpartition(".")[0] not in classes]
+    if strangers:
+        raise UserError(f"--set {strangers[0]}: {strangers[0].rpartition('.')[0]!r} is not a method of this run; "
+                        f"the run has {', '.join(classes)}")
     configs = {name: method_config(cls.Config, name, protocol.budget, settings) for name, cls in classes.items()}
     known = {f.name for c in configs.values() for f in dataclasses.fields(c)}
     unknown = [k for k in settings if "." not in k and k not in known]
@@ -73,39 +81,70 @@ def resolve(protocol: Protocol, methods, settings: dict) -> tuple[dict, dict]:
 
 
 def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None = None,
-            results: str = "results", run: str | None = None, fresh: bool = False,
-            budget_flops: float | None = None, seeds: int = 1) -> Path:
-    """Run every method for `seeds` seeds (protocol.seed, +1, ...); returns the run folder."""
-    settings = settings or {}
+            options: RunOptions | None = None) -> Path:
+    """Run every method for options.seeds seeds (protocol.seed, +1, ...); returns the run folder.
+
+    Everything that can be wrong with the input is checked before the model's weights load:
+    names and settings, the results folder, the data, the model's files, and whether the
+    budget affords at least one unit of every method (the plan, printed at start)."""
+    settings, options = settings or {}, options or RunOptions()
     task = get_task(protocol.task)
     plugins, config = resolve(protocol, methods, settings)
-    config.update(budget_flops=budget_flops, seeds=[protocol.seed + s for s in range(seeds)])
-    run_dir = Path(results) / task.name / (run or run_name(config))
-    if fresh and dist.is_main() and run_dir.exists():
-        shutil.rmtree(run_dir)
-    dist.barrier()
-    dist.say(f"run directory: {run_dir}")
-    if "OMP_NUM_THREADS" not in os.environ:  # the user's thread setting wins
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world()))
-    session = open_session(protocol, task, config, run_dir, settings, budget_flops)
-    rows: list[dict] = []
-    for seed in config["seeds"]:
-        seeded = dataclasses.replace(session, protocol=dataclasses.replace(protocol, seed=seed))
-        folder = run_dir / f"seed{seed}"
-        base_train_score(seeded, folder)
-        seed_rows = []
-        for name, plugin in plugins.items():
-            seed_rows += run_method(seeded, name, plugin, folder, seed)
+    config.update(budget_flops=options.budget_flops, seeds=[protocol.seed + s for s in range(options.seeds)])
+    run_dir = run_folder(options.results, task.name, options.run or run_name(config))
+    train, test = train_items(task, protocol), test_items(task, protocol)  # data errors before the model loads
+    with RunLock(run_dir):
+        if options.fresh and dist.is_main():
+            empty(run_dir)
+        dist.barrier()
+        dist.say(f"run directory: {run_dir}")
+        sizing = plan_sizing(protocol, task, train, settings, options.budget_flops)
+        plans = plan_methods(plugins, sizing)
+        announce(plugins, plans, sizing)
+        if "OMP_NUM_THREADS" not in os.environ:  # the user's thread setting wins
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world()))
+        session = open_session(protocol, task, config, run_dir, sizing, train, test)
+        rows = run_seeds(session, plugins, plans, options)
         if dist.is_main():
-            write_predictions(folder, seed_rows, session.evaluator)
-        rows += seed_rows
-    if dist.is_main():
-        finish(run_dir, rows)
+            finish(run_dir, rows)
     return run_dir
 
 
-def open_session(protocol, task, config, run_dir, settings, budget_flops) -> Session:
-    train, test = train_items(task, protocol), test_items(task, protocol)  # data errors before the model loads
+def plan_sizing(protocol, task, train, settings, budget_flops) -> Sizing:
+    """The model's config, tokenizer and size (no weights), the train prompts, the budget."""
+    probe = probe_model(protocol.model)
+    max_new = min(protocol.max_new_tokens, task.max_new_tokens)
+    sizing = Sizing(None, probe.n_params, probe.skeleton, probe.tokenizer, task, protocol, train, max_new)
+    sizing.budget_flops = budget_flops if budget_flops is not None else matched_budget(sizing, settings)
+    return sizing
+
+
+def announce(plugins: dict, plans: dict, sizing: Sizing) -> None:
+    dist.say(f"training budget per method: {sizing.budget_flops:.3e} FLOPs (the same for every method)")
+    dist.say(f"methods, in order: {', '.join(plugins)}")
+    for i, (name, work) in enumerate(plans.items(), 1):
+        dist.say(f"  {i}. {name}: {work.describe() if work else 'sizes not known before it runs'}")
+
+
+def run_seeds(s: Session, plugins: dict, plans: dict, options: RunOptions) -> list[dict]:
+    rows: list[dict] = []
+    progress = Progress(list(plugins), len(s.config["seeds"]), plans, s)
+    for seed in s.config["seeds"]:
+        seeded = dataclasses.replace(s, protocol=dataclasses.replace(s.protocol, seed=seed))
+        folder = s.run_dir / f"seed{seed}"
+        base_train_score(seeded, folder, progress)
+        seed_rows = []
+        for name, plugin in plugins.items():
+            progress.start(name, seed)
+            seed_rows += run_method(seeded, name, plugin, folder, seed, options.keep_weights)
+            progress.done(name, seed)
+        if dist.is_main():
+            write_predictions(folder, seed_rows, s.evaluator)
+        rows += seed_rows
+    return rows
+
+
+def open_session(protocol, task, config, run_dir, sizing: Sizing, train, test) -> Session:
     model, tokenizer = load_model(protocol.model, dist.device())
     engine = Engine(model, tokenizer, protocol.batch_size)
     perturber = Perturber(model)
@@ -114,45 +153,41 @@ def open_session(protocol, task, config, run_dir, settings, budget_flops) -> Ses
     evaluator = Evaluator(task, protocol, engine, perturber, n_params, test)
     dist.say(f"task={task.name} model={protocol.model or 'smollm2 (embedded)'} P={n_params:,} "
              f"n_train={len(train)} n_test={len(evaluator.items)} max_new_tokens={evaluator.max_new_tokens}")
-    if budget_flops is None:
-        budget_flops = matched_budget(protocol, settings, n_params, train_batches, evaluator.max_new_tokens)
-    config["budget_flops"] = budget_flops
+    config["budget_flops"] = sizing.budget_flops
     config["max_new_tokens_used"] = evaluator.max_new_tokens  # the preset's value capped by the task's
-    dist.say(f"training budget per method: {budget_flops:.3e} FLOPs (same for every method)")
     if dist.is_main():
         write_json(run_dir / "config.json", config)
         write_json(run_dir / "environment.json", environment())
+    shared = dataclasses.replace(sizing, model=model, tokenizer=tokenizer)  # the same prompts, the real model
     return Session(protocol, task, config, run_dir, model, tokenizer, engine, perturber, n_params, train,
-                   train_batches, evaluator, budget_flops)
+                   train_batches, evaluator, sizing.budget_flops, shared)
 
 
-def matched_budget(protocol: Protocol, settings: dict, n_params: int, train_batches, max_new_tokens: int) -> float:
-    """The default training budget of every method: what RandOpt's preset population costs
-    in the worst case (n_train prompts plus max_new_tokens each, per member)."""
-    from methods.randopt import Config as RandOptConfig
-
-    population = method_config(RandOptConfig, "randopt", protocol.budget, settings).population
-    return population * worst_pass_flops(n_params, train_batches, max_new_tokens)
-
-
-def base_train_score(s: Session, folder: Path) -> None:
+def base_train_score(s: Session, folder: Path, progress=None) -> None:
     """The unperturbed model's mean train reward: the reference for the thicket histogram.
-    An analysis figure, charged to no method."""
+    An analysis figure, charged to no method; its wall time calibrates the ETA."""
     path = folder / "base_train.json"
     if path.is_file():
         return
     ctx = train_context(s, folder, Ledger(s.n_params), None)
+    start = time.perf_counter()
     score, tokens = ctx.score_current()
+    if progress is not None:
+        progress.calibrate(time.perf_counter() - start, len(s.train))
+    if score == 0 and dist.is_main():
+        print(f"note: the base model scores 0 on all {len(s.train)} train items; if every RandOpt member does "
+              "too, this model is too small for the task (the paper sees no thicket below ~1B parameters): "
+              "on CPU try TASK=arith, or a paper model on a GPU", flush=True)
     if dist.is_main():
         write_json(path, {"score": score, "tokens": tokens})
 
 
 def train_context(s: Session, folder: Path, ledger: Ledger, log) -> TrainContext:
     return TrainContext(s.protocol, s.task, s.model, s.tokenizer, s.engine, s.perturber, ledger, s.train,
-                        s.train_batches, folder, log)
+                        s.train_batches, folder, log, s.sizing)
 
 
-def run_method(s: Session, name: str, plugin, seed_dir: Path, seed: int) -> list[dict]:
+def run_method(s: Session, name: str, plugin, seed_dir: Path, seed: int, keep_weights: bool = False) -> list[dict]:
     folder = seed_dir / name
     if (folder / "rows.json").is_file():
         dist.say(f"{name} (seed {seed}): finished earlier, reusing {folder / 'rows.json'}")
@@ -177,11 +212,22 @@ def run_method(s: Session, name: str, plugin, seed_dir: Path, seed: int) -> list
         r.update(peak_rss_gib=peak["rss_gib"], peak_gpu_gib=peak["gpu_gib"])
     if dist.is_main():
         write_json(folder / "ledger.json", ledger.as_dict())
+        faults.point("before-rows")
         write_json(folder / "rows.json", rows)
         tracking.log_rows(log, rows)
         log.finish()
+        if not keep_weights:
+            drop_weights(folder)
     dist.barrier()
     return rows
+
+
+def drop_weights(folder: Path) -> None:
+    """Once a method's rows are written, its trained weights are dead weight on disk (at 3B
+    parameters 6-12 GB a copy): delete them unless --keep-weights."""
+    for path in sorted(folder.rglob("*.safetensors")):
+        path.unlink()
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
 
 
 def row_dict(row: Row, ledger: Ledger, seed: int, train_wall: float, wall: float) -> dict:
@@ -205,3 +251,4 @@ def finish(run_dir: Path, rows: list[dict]) -> None:
     (`harness.analysis.report.publish`), which the CLI calls next."""
     write_json(run_dir / "summary.json", [{k: v for k, v in r.items() if k not in ("correct", "predictions")}
                                           for r in rows])
+    print(f"run folder size: {storage.folder_bytes(run_dir) / 2**20:.1f} MiB ({run_dir})", flush=True)

@@ -66,6 +66,30 @@ class Protocol:
             raise UserError("max_new_tokens and batch_size must be >= 1")
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How `compare` runs and keeps its results; none of these changes a result."""
+
+    results: str = "results"
+    """Results root folder; a run lives in <results>/<task>/<run>/."""
+    run: str | None = None
+    """Run folder name; None derives it from the config, so the same command resumes."""
+    fresh: bool = False
+    """Discard an earlier run with the same config first."""
+    budget_flops: float | None = None
+    """Training FLOP budget of every method; None: what RandOpt's preset population costs."""
+    seeds: int = 1
+    """Repeat every method with seeds seed, seed+1, ..."""
+    keep_weights: bool = False
+    """Keep trained weights after a method's rows are written (deleted by default: disk)."""
+
+    def __post_init__(self):
+        if self.seeds < 1:
+            raise UserError(f"--seeds must be >= 1, got {self.seeds}")
+        if self.budget_flops is not None and not (self.budget_flops > 0 and self.budget_flops != float("inf")):
+            raise UserError(f"the training budget must be a finite number of FLOPs > 0, got {self.budget_flops}")
+
+
 def protocol_from(task: str, budget: str = "small", **overrides) -> Protocol:
     """Preset values, then every override that is not None."""
     if budget not in PRESETS:

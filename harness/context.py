@@ -6,6 +6,7 @@ remaining members across processes when launched with Accelerate.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from harness.compute import Ledger
 from harness.config import Protocol
 from harness.generate import Batch, Engine
 from harness.perturb import Perturber
+from harness.plan import Sizing
 from harness import distributed as dist
 from harness.task import Item, Task, checked_rewards
 from harness.units import append_record, run_units
@@ -43,6 +45,19 @@ class TrainContext:
     """This method's folder in the run directory: persist finished work here."""
     log: object = None
     """Metrics logger with .log(dict, step=None)."""
+    prompts_sizing: Sizing | None = None
+    """The session's Sizing (prompts tokenized once); built from the fields above when not given."""
+
+    def __post_init__(self):
+        if self.prompts_sizing is None:
+            n_params = sum(p.numel() for _, p in self.perturber.params)
+            self.prompts_sizing = Sizing(None, n_params, self.model, self.tokenizer, self.task, self.protocol,
+                                         list(self.train_items), self.max_new_tokens)
+
+    @property
+    def sizing(self) -> Sizing:
+        """What `Method.plan` sizes this method with: the shared prompts, this ledger's budget."""
+        return dataclasses.replace(self.prompts_sizing, budget_flops=getattr(self.ledger, "budget", None))
 
     @property
     def max_new_tokens(self) -> int:
@@ -52,7 +67,7 @@ class TrainContext:
         """Upper bound on one greedy pass over the train items: every prompt token plus
         max_new_tokens per item, forward only. Methods size their work with it so the
         ledger can never go over budget."""
-        return worst_pass_flops(self.ledger.n_params, self.train_batches, self.max_new_tokens)
+        return self.sizing.worst_pass_flops
 
     def rewards(self, completions) -> list[float]:
         """The task's reward of one completion per train item (checked: finite numbers only)."""
@@ -66,8 +81,9 @@ class TrainContext:
         record = {"step": int(step), "train_flops": self.ledger.train, **{k: float(v) for k, v in metrics.items()}}
         if dist.is_main():
             append_record(self.out_dir / "curve.jsonl", record)
-        if self.log:
-            self.log.curve(record)
+        if self.log is not None:
+            curve = getattr(self.log, "curve", None)  # a plain logger with only .log() gets the record too
+            curve(record) if curve else self.log.log(record)
 
     def score_current(self) -> tuple[float, int]:
         """Mean train reward of the model as it is now (greedy) and the tokens it took."""
@@ -91,16 +107,7 @@ class TrainContext:
             score, tokens = self.score_member(m)
             return {"seed": m.seed, "sigma": m.sigma, "noise": m.noise, "score": score, "tokens": tokens}
 
-        done = run_units(members, lambda m: m.index, work, self.out_dir, tag, desc=f"{tag} members")
+        label = f"{self.out_dir.name} members" + (f" ({tag})" if tag != "members" else "")
+        done = run_units(members, lambda m: m.index, work, self.out_dir, tag, desc=label)
         self.ledger.forward(sum(done[m.index]["tokens"] for m in members), "train")
         return [done[m.index]["score"] for m in members]
-
-
-def worst_pass_flops(n_params: int, batches: list[Batch], max_new_tokens: int) -> float:
-    prompt_tokens = sum(int(b.attention_mask.sum()) for b in batches)
-    n_items = sum(len(b.order) for b in batches)
-    return 2.0 * n_params * (prompt_tokens + n_items * max_new_tokens)
-
-
-def mean_prompt_tokens(batches: list[Batch]) -> float:
-    return sum(int(b.attention_mask.sum()) for b in batches) / sum(len(b.order) for b in batches)

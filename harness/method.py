@@ -56,7 +56,8 @@ class NoConfig:
 
 
 class Method:
-    name: str = ""
+    """A method is named by its file (or dotted path); a `name` attribute, if any, must match."""
+
     Config: type = NoConfig
 
     def __init__(self, config=None):
@@ -64,6 +65,11 @@ class Method:
 
     def check(self, protocol) -> None:
         """Reject settings that cannot work with this protocol before any model is loaded."""
+
+    def plan(self, sizing):
+        """Sizes derived from the budget (`harness.plan.Work`), before any weights load; raise a
+        UserError when the budget affords no unit of work. None: this method cannot say."""
+        return None
 
     def train(self, ctx) -> list[Ensemble]:
         raise NotImplementedError
@@ -81,12 +87,37 @@ def get_method(name: str) -> type[Method]:
     if "." not in name and name not in available_methods():
         raise UserError(f"unknown method {name!r}; choose from {', '.join(available_methods())} "
                         "or pass a dotted module path that defines METHOD")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise UserError(f"cannot import method module {module_name!r} ({exc}); "
-                        "check the dotted path and that it is on PYTHONPATH") from None
+    module = import_plugin(module_name, "method")
     method = getattr(module, "METHOD", None)
     if not (isinstance(method, type) and issubclass(method, Method)):
         raise UserError(f"method module {module_name!r} defines no METHOD (a harness.method.Method subclass)")
+    short = module_name.rpartition(".")[2]
+    declared = method.__dict__.get("name")
+    if declared is not None and declared != short:
+        raise UserError(f"method module {module_name!r}: its class says name={declared!r}, but a method is "
+                        f"named by its file; remove the name attribute or rename it to {short!r}")
     return method
+
+
+def method_name(name: str) -> str:
+    """The name a method's rows and folders carry: its file name (`pkg.mymethod` -> `mymethod`)."""
+    return name.rpartition(".")[2]
+
+
+def import_plugin(module_name: str, kind: str):
+    """Import a method or task module; every way that can fail is one line naming the cause."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and not module_name.startswith(exc.name) and exc.name != module_name:
+            raise UserError(f"{kind} module {module_name!r} failed to import: it needs {exc.name!r}, which is not "
+                            "installed (No module named " + repr(exc.name) + ")") from None
+        raise UserError(f"cannot import {kind} module {module_name!r} ({exc}); "
+                        "check the dotted path and that it is on PYTHONPATH") from None
+    except SyntaxError as exc:
+        raise UserError(f"{kind} module {module_name!r} has a syntax error: {exc.msg} "
+                        f"({exc.filename}, line {exc.lineno}); fix the file") from None
+    except UserError:
+        raise
+    except Exception as exc:  # an error while the module runs its top level
+        raise UserError(f"{kind} module {module_name!r} failed to import: {type(exc).__name__}: {exc}") from None

@@ -96,7 +96,11 @@ class Perturber:
         """Save the current weights (every distinct parameter) for a later `load_file`."""
         from safetensors.torch import save_file
 
-        save_file({name: p.detach().contiguous().cpu() for name, p in self.params}, path)
+        from harness import storage
+
+        need = sum(p.numel() * p.element_size() for _, p in self.params)
+        with storage.writing(path, need):
+            save_file({name: p.detach().contiguous().cpu() for name, p in self.params}, path)
 
     @torch.no_grad()
     def rebase(self) -> None:

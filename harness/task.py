@@ -7,7 +7,6 @@ score cannot drift apart.
 """
 from __future__ import annotations
 
-import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,20 +91,25 @@ def available_tasks() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(tasks.__path__) if not m.name.startswith("_"))
 
 
+REQUIRED = ("load", "extract", "is_correct")
+
+
 def get_task(name: str) -> Task:
     """`gsm8k` -> tasks/gsm8k.py; `pkg.module` -> that module's TASK."""
+    from harness.method import import_plugin
+
     module_name = name if "." in name else f"tasks.{name}"
     if "." not in name and name not in available_tasks():
         raise UserError(f"unknown task {name!r}; choose one of {', '.join(available_tasks())} "
                         "or pass a dotted module path that defines TASK")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise UserError(f"cannot import task module {module_name!r} ({exc}); "
-                        "check the dotted path and that it is on PYTHONPATH") from None
+    module = import_plugin(module_name, "task")
     task = getattr(module, "TASK", None)
     if not isinstance(task, Task):
         raise UserError(f"task module {module_name!r} defines no TASK (an instance of harness.task.Task)")
+    missing = [m for m in REQUIRED if getattr(type(task), m) is getattr(Task, m)]
+    if missing:
+        raise UserError(f"task module {module_name!r}: {type(task).__name__} does not define "
+                        f"{', '.join(missing)}; a task must implement {', '.join(REQUIRED)}")
     return task
 
 
@@ -126,18 +130,22 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     import json
 
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: malformed JSON row ({exc.msg})") from None
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise UserError(f"{path}:{lineno}: row lacks field(s) {', '.join(missing)}")
-            rows.append(row)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not valid UTF-8 text (byte {exc.start}: {exc.reason}); re-download or "
+                        "re-encode the file as UTF-8") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{lineno}: malformed JSON row ({exc.msg})") from None
+        missing = [k for k in required if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise UserError(f"{path}:{lineno}: row lacks field(s) {', '.join(missing)}")
+        rows.append(row)
     return rows
 
 

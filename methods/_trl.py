@@ -4,76 +4,62 @@ Not a method (the leading underscore keeps it out of the registry). What lives h
 both trainers need identically, so GRPO and PPO cannot drift apart in how they see the data,
 score completions, charge the ledger, persist and hand weights to the evaluator:
 
-- prompts: the harness's own rendering (`harness.generate.render`), tokenized without
-  special tokens, exactly as `Engine.prepare` does;
-- the reward: `task.reward(completion_text, item)`, looked up at call time (never a copy);
+- prompts: the harness's own rendering and tokenization (`Sizing.prompts`), exactly as
+  the engine sees them;
+- the reward: `task.rewards` through `harness.task.checked_rewards` (a NaN reward stops the
+  run with the item named), looked up at call time (never a copy);
 - `LedgerCallback`: charges `ctx.ledger` from tokens actually processed, stops before the
-  budget would be overspent, forwards metrics to `ctx.log`;
-- `save_policy`: LoRA merged, weights saved under the harness's parameter names, so that
-  `Perturber.load_file` loads them into the harness's own model instance;
-- persistence: `result.json` marks a finished run; `Checkpointer`/`restore` resume a trainer
-  that cannot resume itself (GRPO uses the Trainer's own checkpoints).
+  budget would be overspent, and records one learning-curve point per finished step, only
+  once that step's checkpoint is complete (a resumed run never shows a step that was lost);
+- `save_policy`: LoRA merged, weights saved in the harness model's dtype under its parameter
+  names, so that `Perturber.load_file` loads them into the harness's own model instance;
+- persistence: `result.json` marks a finished run; `complete_checkpoint` picks the newest
+  trainer checkpoint that was written to the end (and deletes half-written ones);
+  `Checkpointer`/`restore` resume a trainer that cannot resume itself (PPO), with every RNG
+  state, so that a resumed run ends with the same weights as an uninterrupted one.
 """
 from __future__ import annotations
 
 import copy
+import gc
 import json
+import random
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import TrainerCallback
 
 from harness import distributed as dist
+from harness import faults, storage
 from harness.compute import backward_flops_per_token
 from harness.errors import UserError
-from harness.generate import render
 from harness.perturb import parameters
-from harness.splits import first_items
-from harness.tracking import NullLogger
-from harness.units import append_record
+from harness.plan import Prompts
+from harness.task import checked_rewards
 
 TRAIN_ITEMS = ("selection", "full")
 
 
 # ---------------------------------------------------------------- data and reward
 
-@dataclass(frozen=True)
-class Prompts:
-    """Training prompts as the harness renders them, with their items (same order)."""
-
-    items: list
-    texts: list[str]
-    ids: list[list[int]]
-
-    @property
-    def max_len(self) -> int:
-        return max(len(i) for i in self.ids)
-
-    @property
-    def mean_len(self) -> float:
-        return sum(len(i) for i in self.ids) / len(self.ids)
-
-
-def training_prompts(ctx, which: str, batch_prompts: int) -> Prompts:
+def training_prompts(sizing, which: str, batch_prompts: int, name: str) -> Prompts:
     """`selection`: the n_train items every method shares; `full`: the whole train split."""
-    items = list(ctx.train_items) if which == "selection" else first_items(ctx.task, "train", None,
-                                                                           ctx.protocol.data_dir)
-    if len(items) < batch_prompts:
-        raise UserError(f"batch_prompts={batch_prompts} is more than the {len(items)} training items "
-                        f"({which}); lower batch_prompts or raise n_train")
-    texts = [render(ctx.tokenizer, it.messages) for it in items]
-    ids = [ctx.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
-    return Prompts(items, texts, ids)
+    prompts = sizing.prompts(which)
+    if len(prompts.items) < batch_prompts:
+        raise UserError(f"{name}.batch_prompts={batch_prompts} is more than the {len(prompts.items)} training "
+                        f"items ({which}); lower batch_prompts or raise n_train")
+    return prompts
 
 
 def task_reward_function(task, items):
     """A TRL reward function: row `item_index` of the dataset says which item a completion answers."""
     def task_reward(prompts, completions, item_index, **_):
-        # `task.reward` is looked up per call, so the RL reward is the task's scoring function itself
-        return [float(task.reward(text, items[i])) for text, i in zip(completions, item_index)]
+        # `task.rewards` is looked up per call, so the RL reward is the task's scoring function itself
+        return checked_rewards(task, list(completions), [items[i] for i in item_index])
     return task_reward
 
 
@@ -124,20 +110,19 @@ def micro_per_process(per_update: int, micro_batch: int, world: int, name: str) 
     return largest_divisor(per_update // world, micro_batch)
 
 
-def affordable_steps(ledger, worst_step_flops: float, max_steps: int, name: str) -> int:
-    """min(max_steps, floor(remaining budget / worst step)); a UserError when that is 0."""
-    if ledger.budget is None:
-        return max_steps
-    steps = min(max_steps, int(ledger.remaining() // worst_step_flops))
+def affordable_steps(sizing, worst_step_flops: float, max_steps: int, name: str) -> int:
+    """min(max_steps, floor(budget / worst step)); a UserError when that is 0."""
+    steps = sizing.affordable(worst_step_flops, max_steps)
     if steps < 1:
-        raise UserError(f"{name}: the training budget ({ledger.remaining():.3g} FLOPs left) affords 0 steps "
-                        f"(one step costs up to {worst_step_flops:.3g}); raise the budget or lower "
-                        f"{name}.batch_prompts / max_new_tokens")
+        from harness.plan import no_unit_error
+
+        raise no_unit_error(name, "step", worst_step_flops, sizing.budget_flops,
+                            f"lower {name}.batch_prompts / max_new_tokens")
     return steps
 
 
 class LedgerCallback(TrainerCallback):
-    """Charges the ledger from tokens processed, stops before overspending, forwards metrics.
+    """Charges the ledger from tokens processed, stops before overspending, records the curve.
 
     `tokens_seen(state)` returns the cumulative prompt + completion tokens (non-pad) of every
     rollout so far; each of those tokens goes once through every Pass. The whole rollout is
@@ -145,17 +130,22 @@ class LedgerCallback(TrainerCallback):
     the work committed. On resume the count comes back with the checkpoint and is charged once.
     The stop is a guard: steps are sized to the budget up front (and PPOTrainer's loop ignores
     should_training_stop, so there the up-front count is what binds).
+
+    Curve: the rewards logged during a rollout step make one point, labelled with the global
+    step, held back until a checkpoint covering that step is complete (`flush_curve`, called
+    on save and at the end of training): a step lost to a kill is never in curve.jsonl.
     """
 
     def __init__(self, name, ledger, passes, tokens_seen, worst_step_flops, updates_per_step,
-                 log=None, reward_key="reward", step_offset=0, curve=None):
+                 record_curve=None, reward_key="reward", step_offset=0):
         self.name, self.ledger, self.passes, self.tokens_seen = name, ledger, passes, tokens_seen
-        self.curve = curve  # curve.jsonl: the learning curve the report plots against train FLOPs
         self.worst, self.updates_per_step = worst_step_flops, updates_per_step
-        self.log, self.reward_key, self.step_offset = log or NullLogger(), reward_key, step_offset
+        self.record_curve, self.reward_key, self.step_offset = record_curve, reward_key, step_offset
         self.charged_tokens = 0
         self.step_times: list[float] = []
         self._clock = time.perf_counter()
+        self._rewards: list[float] = []
+        self._pending: list[dict] = []
 
     def _charge(self, state) -> None:
         seen = int(self.tokens_seen(state))
@@ -185,15 +175,27 @@ class LedgerCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self._charge(state)
-        metrics = {f"{self.name}/{k}": v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         if self.reward_key in (logs or {}):
-            metrics[f"{self.name}/reward_mean"] = logs[self.reward_key]
-            if self.curve is not None and dist.is_main():
-                append_record(self.curve, {"step": state.global_step, "train_flops": self.ledger.train,
-                                           "train_reward": float(logs[self.reward_key])})
-        metrics[f"{self.name}/train_flops"] = self.ledger.train
-        metrics[f"{self.name}/step"] = self.step(state)
-        self.log.log(metrics, step=self.step_offset * self.updates_per_step + state.global_step)
+            self._rewards.append(float(logs[self.reward_key]))
+        if state.global_step % self.updates_per_step == 0 and self._rewards:  # the step's last update
+            self._pending.append({"step": self.step(state), "train_flops": self.ledger.train,
+                                  "train_reward": sum(self._rewards) / len(self._rewards)})
+            self._rewards = []
+
+    def on_save(self, args, state, control, **kwargs):
+        self.flush_curve()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.flush_curve()
+
+    def flush_curve(self) -> None:
+        """Record the finished steps' points: their work is now on disk."""
+        for point in self._pending:
+            if self.record_curve is not None:
+                step = point.pop("step")
+                point.pop("train_flops")  # record_curve adds the ledger's, which is the same now
+                self.record_curve(step, **point)
+        self._pending = []
 
 
 # ---------------------------------------------------------------- models and persistence
@@ -256,7 +258,8 @@ def quiet(trainer) -> None:
 
 
 def save_policy(model, perturber, path: Path) -> str:
-    """Merge LoRA if any, then save every parameter under the harness model's names (atomic)."""
+    """Merge LoRA if any, then save every parameter under the harness model's names, in the
+    harness model's dtype (bf16 on GPU: half the bytes of the fp32 training copy), atomically."""
     from safetensors.torch import save_file
 
     if hasattr(model, "merge_and_unload"):
@@ -267,44 +270,124 @@ def save_policy(model, perturber, path: Path) -> str:
         diff = sorted(set(named) ^ set(names))[:5]
         raise RuntimeError(f"trained policy's parameter names differ from the harness model's: {diff}")
     if dist.is_main():  # every process holds the same synchronised weights; one writes them
+        dtypes = {n: p.dtype for n, p in perturber.params}
+        tensors = {n: named[n].detach().to(dtypes[n]).contiguous().cpu() for n in names}
         tmp = path.with_name(path.name + ".partial")
-        save_file({n: named[n].detach().contiguous().cpu() for n in names}, str(tmp))
+        with storage.writing(tmp, sum(t.numel() * t.element_size() for t in tensors.values())):
+            save_file(tensors, str(tmp))
+        faults.point("policy-written")
         tmp.rename(path)
     dist.barrier()
     return str(path)
 
 
+def complete_checkpoint(folder: Path, name: str) -> str | None:
+    """The newest Trainer checkpoint written to the end, or None; half-written ones are deleted.
+
+    The Trainer writes checkpoint-N/ in place: weights, optimizer, scheduler, RNG state, and
+    trainer_state.json last. A kill anywhere before that last file leaves a folder that
+    `get_last_checkpoint` would pick and fail on at every rerun; here a checkpoint counts only
+    if its trainer_state.json parses and names step N (SIGKILL loses no written page, so a
+    complete last file means complete earlier ones). The main process decides, for all."""
+    chosen = _newest_complete(folder, name) if dist.is_main() else None
+    return dist.gather([chosen])[0] if dist.world() > 1 else chosen
+
+
+def _newest_complete(folder: Path, name: str) -> str | None:
+    complete = []
+    for path in sorted(folder.glob("checkpoint-*")) if folder.is_dir() else []:
+        step = path.name.rpartition("-")[2]
+        try:
+            state = json.loads((path / "trainer_state.json").read_text())
+            ok = step.isdigit() and state.get("global_step") == int(step)
+        except (OSError, ValueError, AttributeError):
+            ok = False
+        if ok:
+            complete.append((int(step), path))
+        else:
+            print(f"{name}: removing incomplete checkpoint {path} (the run was killed while writing it)", flush=True)
+            shutil.rmtree(path, ignore_errors=True)
+    return str(max(complete)[1]) if complete else None
+
+
+def rng_states() -> dict:
+    """Every random state a training step draws from, in a form torch.load(weights_only) reads."""
+    np_state = np.random.get_state()
+    version, state, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                      "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+            "python": [version, list(state), gauss]}
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
+
+
 class Checkpointer(TrainerCallback):
-    """Saves `parts` (modules, optimizer: anything with state_dict) every `every` steps, atomically.
+    """Saves `parts` (modules, optimizer: anything with state_dict) and every RNG state every
+    `every` steps, atomically (written to a .partial file, then renamed).
 
     For trainers that cannot resume themselves (PPOTrainer); `progress(state)` gives the
-    (steps, tokens) done so far, stored beside the weights so the ledger can be restored.
+    (steps, tokens) done so far, stored beside the weights so the ledger can be restored;
+    `after_save` runs once the checkpoint is in place (the curve's finished points).
     """
 
-    def __init__(self, path: Path, every: int, parts: dict, progress):
+    def __init__(self, path: Path, every: int, parts: dict, progress, after_save=None):
         self.path, self.every, self.parts, self.progress = path, every, parts, progress
+        self.after_save = after_save
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:
             steps, tokens = self.progress(state)  # on every process: the token count may be a collective
-            if not dist.is_main():
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + ".partial")
-            torch.save({"steps": steps, "tokens": tokens, **{k: v.state_dict() for k, v in self.parts.items()}},
-                       tmp)
-            tmp.rename(self.path)  # a kill mid-save keeps the previous checkpoint
+            if dist.is_main():
+                self._write({"steps": steps, "tokens": tokens, "rng": rng_states(),
+                             **{k: v.state_dict() for k, v in self.parts.items()}})
+            dist.barrier()
+            if self.after_save:
+                self.after_save()
+
+    def _write(self, checkpoint: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".partial")
+        need = 2 * sum(p.numel() * p.element_size() for part in self.parts.values() if isinstance(part, torch.nn.Module)
+                       for p in part.parameters())  # weights + optimizer moments, roughly
+        with storage.writing(tmp, need):
+            torch.save(checkpoint, tmp)
+        faults.point("ppo-checkpoint-written")
+        tmp.rename(self.path)  # a kill mid-save keeps the previous checkpoint
 
 
-def restore(path: Path, parts: dict, name: str) -> tuple[int, int]:
-    """Load a Checkpointer checkpoint into `parts` if there is one; (steps, tokens) done so far."""
+def restore(path: Path, parts: dict, name: str) -> tuple[int, int, dict | None]:
+    """Load a Checkpointer checkpoint into `parts` if there is one: (steps, tokens) done so far
+    and the RNG states to resume with (None when starting fresh)."""
     if not path.is_file():
-        return 0, 0
+        return 0, 0, None
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     for key, part in parts.items():
         part.load_state_dict(ckpt[key])
     dist.say(f"{name}: resuming after step {ckpt['steps']} from {path}")
-    return ckpt["steps"], ckpt["tokens"]
+    return ckpt["steps"], ckpt["tokens"], ckpt["rng"]
+
+
+def release(trainer) -> None:
+    """Drop what a finished trainer holds (model copies, optimizer state, Accelerate's references
+    to both): without this, GBs stay resident for the rest of the comparison."""
+    trainer.accelerator.free_memory()
+    for attr in ("model", "model_wrapped", "ref_model", "optimizer", "lr_scheduler", "callback_handler",
+                 "value_model", "policy_model", "reward_model", "train_dataset"):
+        if hasattr(trainer, attr):
+            setattr(trainer, attr, None)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def load_result(out_dir: Path) -> dict | None:
@@ -322,5 +405,6 @@ def write_result(out_dir: Path, result: dict) -> None:
         tmp = out_dir / "result.json.partial"
         tmp.write_text(json.dumps(result, indent=1))
         tmp.rename(out_dir / "result.json")
+        faults.point("result-written")
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     dist.barrier()

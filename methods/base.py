@@ -5,10 +5,12 @@ Run: `thicket compare --task arith --methods base`.
 from __future__ import annotations
 
 from harness.method import Ensemble, Method, Voter
+from harness.plan import Work
 
 
 class Base(Method):
-    name = "base"
+    def plan(self, sizing) -> Work:
+        return Work()
 
     def train(self, ctx) -> list[Ensemble]:
         return [Ensemble("base", [Voter("base")], ks=(1,))]

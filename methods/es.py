@@ -30,11 +30,13 @@ import numpy as np
 import torch
 
 from harness.compute import paper_population_flops
-from harness.context import Member, mean_prompt_tokens
+from harness.context import Member
 from harness import distributed as dist
+from harness import faults
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
 from harness.perturb import NOISE_MODES, iter_noise
+from harness.plan import Work, no_unit_error
 from harness.units import read_records
 
 
@@ -88,28 +90,35 @@ def es_update(params, members: list[Member], z: np.ndarray, alpha: float) -> Non
 
 
 class ES(Method):
-    name = "es"
     Config = Config
 
+    def plan(self, sizing) -> Work:
+        """T: the most iterations of N members whose worst-case cost fits the budget."""
+        cfg = self.config
+        cost = cfg.population * sizing.worst_pass_flops
+        t = sizing.affordable(cost, cfg.iterations)
+        if t < 1:
+            raise no_unit_error("es", f"iteration of N={cfg.population} members", cost, sizing.budget_flops,
+                                "lower es.population")
+        vote_ks = tuple(k for k in sizing.protocol.k if k <= cfg.population)
+        return Work(sizes={"T": t, "N": cfg.population}, train_flops=t * cost,
+                    generated_sequences=t * cfg.population * len(sizing.train_items),
+                    test_generations=1 + max(vote_ks), note=f"es and es+vote K={list(vote_ks)}")
+
     def train(self, ctx) -> list[Ensemble]:
-        cfg, ks = self.config, ctx.protocol.k
-        iteration_cost = cfg.population * ctx.worst_pass_flops()
-        t_max = cfg.iterations if ctx.ledger.budget is None else min(
-            cfg.iterations, int(ctx.ledger.remaining() // iteration_cost))
-        if t_max < 1:
-            raise UserError(f"the training budget ({ctx.ledger.budget:.3g} FLOPs) affords no ES iteration "
-                            f"of N={cfg.population} ({iteration_cost:.3g} FLOPs); raise the budget or lower "
-                            "es.population")
-        vote_ks = tuple(k for k in ks if k <= cfg.population)
+        cfg = self.config
+        t_max = self.plan(ctx.sizing).sizes["T"]
+        vote_ks = tuple(k for k in ctx.protocol.k if k <= cfg.population)
         dist.say(f"es: N={cfg.population}, sigma={cfg.sigma}, alpha={cfg.alpha}, T={t_max} iterations "
-                 f"(worst case {iteration_cost:.3g} FLOPs each), noise={cfg.noise}, es+vote K={list(vote_ks)}")
+                 f"(worst case {cfg.population * ctx.worst_pass_flops():.3g} FLOPs each), noise={cfg.noise}, "
+                 f"es+vote K={list(vote_ks)}")
         start = self._resume(ctx)
         for t in range(start, t_max):
             members = iteration_members(ctx.protocol.seed, t, cfg)
             scores = ctx.score_population(members, f"iter{t:04d}")
             es_update(ctx.perturber.params, members, z_scores(scores), cfg.alpha)
             ctx.perturber.rebase()
-            self._save(ctx, t, scores)
+            self._save(ctx, t, scores, t_max)
         return self._ensembles(ctx, cfg, t_max, vote_ks)
 
     def _resume(self, ctx) -> int:
@@ -125,16 +134,21 @@ class ES(Method):
         dist.say(f"es: resumed after iteration {t}")
         return t + 1
 
-    def _save(self, ctx, t, scores) -> None:
-        """Weights first, then the pointer to them: a kill at any point leaves a consistent state."""
+    def _save(self, ctx, t, scores, t_max) -> None:
+        """Weights first, then the pointer to them: a kill at any point leaves a consistent state.
+
+        Disk: only theta_t is needed to resume, so theta_{t-1} goes once theta_t is in place;
+        after the last iteration theta_{t-1} stays too, since the final population (es+vote)
+        was drawn around it. Weights are saved in the model's own dtype."""
         if dist.is_main():
             tmp = ctx.out_dir / "theta.tmp"
             ctx.perturber.save_file(str(tmp))
+            faults.point("es-weights-written")
             os.replace(tmp, theta_path(ctx, t))
             pointer = ctx.out_dir / "theta.json.tmp"
             pointer.write_text(json.dumps({"iteration": t}))
             os.replace(pointer, ctx.out_dir / "theta.json")
-            stale = theta_path(ctx, t - 2)  # keep t and t-1: the final population was drawn around t-1
+            stale = theta_path(ctx, t - 1 if t < t_max - 1 else t - 2)
             if stale.is_file():
                 stale.unlink()
         dist.barrier()
@@ -149,7 +163,7 @@ class ES(Method):
         around = str(theta_path(ctx, last - 1)) if last > 0 else None  # None: drawn around the base model
         voters = [Voter(f"iter{last}-member{i}", seed=members[i].seed, sigma=cfg.sigma, noise=cfg.noise,
                         weights=around) for i in order[:max(vote_ks)]]
-        seq_len = mean_prompt_tokens(ctx.train_batches) + ctx.max_new_tokens
+        seq_len = ctx.sizing.prompts().mean_len + ctx.max_new_tokens
         info = {"iterations": t_max, "population": cfg.population, "noise": cfg.noise,
                 "deviations": [f"T={t_max} iterations from the training budget (paper's matched T: 167)",
                                f"N={cfg.population} (paper: 30)" if cfg.population != 30 else "N=30 as the paper"],

@@ -26,14 +26,18 @@ import copy
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness import distributed as dist
+from harness import faults, storage
 from harness.compute import paper_grpo_flops
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
+from harness.plan import Work
 from methods._trl import (TRAIN_ITEMS, LedgerCallback, Pass, affordable_steps, charge, common_args,
-                          flops_per_token, load_result, lora_config, lora_params, micro_per_process, policy_copy,
-                          quiet, save_policy, task_reward_function, training_prompts, write_result)
+                          complete_checkpoint, flops_per_token, load_result, lora_config, lora_params,
+                          micro_per_process, policy_copy, quiet, release, save_policy, task_reward_function,
+                          training_prompts, write_result)
 
 DEVIATIONS = ["TRL 1.12 GRPOTrainer instead of verl (loss dapo, k3 KL in the loss, clip 0.2, constant lr)",
               "preset sizes for B, G, n_train, max_new_tokens; mini_batch clamped to B",
@@ -106,22 +110,31 @@ def rollout_passes(cfg: Config, n_params: int, trainable: int | None = None) -> 
     return passes
 
 
-def plan(ctx, cfg: Config):
+def step_cost(sizing, cfg: Config):
     """(prompts, passes, worst-case FLOPs of one step: every prompt the longest, every completion full)."""
-    prompts = training_prompts(ctx, cfg.train_items, cfg.batch_prompts)
-    passes = rollout_passes(cfg, ctx.ledger.n_params, lora_params(ctx.model, cfg.lora_rank))
+    prompts = training_prompts(sizing, cfg.train_items, cfg.batch_prompts, "grpo")
+    passes = rollout_passes(cfg, sizing.n_params, lora_params(sizing.model, cfg.lora_rank))
     sequences = cfg.batch_prompts * cfg.num_generations
-    return prompts, passes, sequences * (prompts.max_len + ctx.max_new_tokens) * flops_per_token(passes)
+    return prompts, passes, sequences * (prompts.max_len + sizing.max_new_tokens) * flops_per_token(passes)
 
 
 class GRPO(Method):
-    name = "grpo"
     Config = Config
+
+    def plan(self, sizing) -> Work:
+        cfg = self.config
+        prompts, passes, worst = step_cost(sizing, cfg)
+        steps = affordable_steps(sizing, worst, cfg.max_steps, "grpo")
+        sequences = steps * cfg.batch_prompts * cfg.num_generations
+        update = sequences * (prompts.max_len + sizing.max_new_tokens) * (flops_per_token(passes) - 2 * sizing.n_params)
+        return Work(sizes={"steps": steps, "B": cfg.batch_prompts, "G": cfg.num_generations},
+                    train_flops=steps * worst, generated_sequences=sequences, update_flops=update,
+                    note=f"{cfg.updates_per_step} update(s) per step, train_items={cfg.train_items}")
 
     def train(self, ctx) -> list[Ensemble]:
         cfg, P, world = self.config, ctx.ledger.n_params, dist.world()
-        prompts, passes, worst = plan(ctx, cfg)
-        steps = affordable_steps(ctx.ledger, worst, cfg.max_steps, "grpo")
+        prompts, passes, worst = step_cost(ctx.sizing, cfg)
+        steps = self.plan(ctx.sizing).sizes["steps"]
         micro = cfg.micro_for(world)
         dist.say(f"grpo: B={cfg.batch_prompts}, G={cfg.num_generations}, mini={cfg.mini}, "
                  f"micro={micro} x {world} process(es), "
@@ -142,7 +155,6 @@ class GRPO(Method):
         return [Ensemble("grpo", [Voter("grpo", weights=done["weights"])], ks=(1,), info=info)]
 
     def _train(self, ctx, prompts, passes, worst, steps, micro, world) -> dict:
-        from transformers.trainer_utils import get_last_checkpoint
         from trl import GRPOConfig, GRPOTrainer
 
         cfg = self.config
@@ -152,9 +164,10 @@ class GRPO(Method):
         # resume, so finished work is charged exactly once; a reward-function wrapper would see
         # completions but not prompt token counts, and its count would be lost on a kill.
         meter = LedgerCallback("grpo", ctx.ledger, passes, lambda state: state.num_input_tokens_seen, worst,
-                               cfg.updates_per_step, ctx.log, reward_key="reward", curve=ctx.out_dir / "curve.jsonl")
+                               cfg.updates_per_step, ctx.record_curve, reward_key="reward")
         # One optimizer update = micro x world processes x accumulation = mini x G completions,
-        # whatever the process count; generation_batch_size is global in TRL.
+        # whatever the process count; generation_batch_size is global in TRL. The Trainer keeps
+        # one complete checkpoint (save_total_limit) beside the one being written.
         args = GRPOConfig(**common_args(ctx, cfg, ctx.protocol.seed),
                           per_device_train_batch_size=micro,
                           gradient_accumulation_steps=cfg.mini * cfg.num_generations // (micro * world),
@@ -168,9 +181,12 @@ class GRPO(Method):
                               args=args, train_dataset=dataset(prompts), processing_class=trl_tokenizer(ctx, prompts),
                               peft_config=lora_config(cfg.lora_rank) if cfg.lora_rank else None, callbacks=[meter])
         quiet(trainer)
-        # the folder may not exist yet: under accelerate launch only the main process creates it
-        resume = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
-        trainer.train(resume_from_checkpoint=resume)
+        fault_inside_checkpoints(trainer)
+        resume = complete_checkpoint(Path(args.output_dir), "grpo")
+        if resume:
+            dist.say(f"grpo: resuming from {resume}")
+        with storage.writing(Path(args.output_dir)):
+            trainer.train(resume_from_checkpoint=resume)
 
         weights = save_policy(trainer.accelerator.unwrap_model(trainer.model), ctx.perturber,
                               ctx.out_dir / "policy.safetensors")
@@ -178,8 +194,22 @@ class GRPO(Method):
         result = {"weights": weights, "tokens": meter.charged_tokens,
                   "info": {"steps": meter.step(trainer.state), "optimizer_steps": trainer.state.global_step,
                            "wall_s_per_step": sum(times) / len(times) if times else None}}
+        release(trainer)
         write_result(ctx.out_dir, result)
         return result
+
+
+def fault_inside_checkpoints(trainer) -> None:
+    """Kill-test hook: a fault point after the checkpoint's weights and optimizer are written
+    and before its RNG state and trainer_state.json (a no-op unless THICKET_KILL_AT is set)."""
+    if faults.ENV not in os.environ:
+        return
+    save_rng = trainer._save_rng_state
+
+    def killable(output_dir):
+        faults.point("trl-checkpoint-half-written")
+        save_rng(output_dir)
+    trainer._save_rng_state = killable
 
 
 def dataset(prompts):

@@ -27,9 +27,11 @@ Run: `thicket compare --task arith --methods ppo` or
 from __future__ import annotations
 
 import copy
+import random
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,9 +39,12 @@ from harness import distributed as dist
 from harness.compute import paper_ppo_flops
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
+from harness.plan import Work
+from harness.task import checked_rewards
 from methods._trl import (TRAIN_ITEMS, Checkpointer, LedgerCallback, Pass, affordable_steps, charge,
                           common_args, flops_per_token, load_result, lora_config, lora_params, micro_per_process,
-                          policy_copy, quiet, restore, save_policy, training_prompts, write_result)
+                          policy_copy, quiet, release, restore, save_policy, set_rng_states, training_prompts,
+                          write_result)
 
 DEVIATIONS = ["TRL 1.12 experimental PPOTrainer instead of verl (k1 KL in the reward, TRL clip ranges, "
               "no grad clipping)",
@@ -121,22 +126,30 @@ def rollout_passes(cfg: Config, n_params: int, n_value: int, trainable: int | No
     return passes
 
 
-def plan(ctx, cfg: Config):
+def step_cost(sizing, cfg: Config):
     """(prompts, passes, worst-case FLOPs of one step: every prompt the longest, every completion full)."""
-    prompts = training_prompts(ctx, cfg.train_items, cfg.batch_prompts)
-    passes = rollout_passes(cfg, ctx.ledger.n_params, value_params(ctx.model),
-                            lora_params(ctx.model, cfg.lora_rank))
-    return prompts, passes, cfg.batch_prompts * (prompts.max_len + ctx.max_new_tokens) * flops_per_token(passes)
+    prompts = training_prompts(sizing, cfg.train_items, cfg.batch_prompts, "ppo")
+    passes = rollout_passes(cfg, sizing.n_params, value_params(sizing.model), lora_params(sizing.model, cfg.lora_rank))
+    return prompts, passes, cfg.batch_prompts * (prompts.max_len + sizing.max_new_tokens) * flops_per_token(passes)
 
 
 class PPO(Method):
-    name = "ppo"
     Config = Config
+
+    def plan(self, sizing) -> Work:
+        cfg = self.config
+        prompts, passes, worst = step_cost(sizing, cfg)
+        steps = affordable_steps(sizing, worst, cfg.max_steps, "ppo")
+        sequences = steps * cfg.batch_prompts
+        update = sequences * (prompts.max_len + sizing.max_new_tokens) * (flops_per_token(passes) - 2 * sizing.n_params)
+        return Work(sizes={"steps": steps, "B": cfg.batch_prompts}, train_flops=steps * worst,
+                    generated_sequences=sequences, update_flops=update,
+                    note=f"{cfg.num_ppo_epochs * cfg.batch_prompts // cfg.mini} update(s) per step, critic included")
 
     def train(self, ctx) -> list[Ensemble]:
         cfg, P, world = self.config, ctx.ledger.n_params, dist.world()
-        prompts, passes, worst = plan(ctx, cfg)
-        steps = affordable_steps(ctx.ledger, worst, cfg.max_steps, "ppo")
+        prompts, passes, worst = step_cost(ctx.sizing, cfg)
+        steps = self.plan(ctx.sizing).sizes["steps"]
         micro = cfg.micro_for(world)
         dist.say(f"ppo: B={cfg.batch_prompts}, mini={cfg.mini}, micro={micro} x {world} process(es), "
                  f"epochs={cfg.num_ppo_epochs}, "
@@ -171,22 +184,26 @@ class PPO(Method):
         optimizer = torch.optim.AdamW([  # Trainer's AdamW defaults otherwise (betas .9/.999, eps 1e-8, no decay)
             {"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},
             {"params": list(value.parameters()), "lr": cfg.critic_learning_rate}], weight_decay=0.0)
-
+        reward_model = TaskRewardModel(ctx.task, prompts, tokenizer)
+        # The trainer is built around the BASE weights first: its frozen KL reference is a copy of
+        # the policy it is given, so loading a checkpoint before would make the reference drift.
+        trainer = build_trainer(ctx, cfg, prompts, tokenizer, policy, value, reward_model, optimizer, steps, micro,
+                                world, seed=ctx.protocol.seed, callbacks=[])
         ckpt_path = ctx.out_dir / "checkpoints" / "ppo.pt"
         parts = {"policy": policy, "value": value, "optimizer": optimizer}
-        done_steps, done_tokens = restore(ckpt_path, parts, "ppo")
-        reward_model = TaskRewardModel(ctx.task, prompts, tokenizer)
+        done_steps, done_tokens, rng = restore(ckpt_path, parts, "ppo")
+        start_rng(rng, ctx.protocol.seed)
         # each process rewards (and counts) only its own rollouts: the ledger charges every process's
         meter = LedgerCallback("ppo", ctx.ledger, passes,
                                lambda state: done_tokens + dist.total(reward_model.backbone.tokens),
-                               worst, 1, ctx.log, reward_key="objective/scores", step_offset=done_steps,
-                               curve=ctx.out_dir / "curve.jsonl")
+                               worst, 1, ctx.record_curve, reward_key="objective/scores", step_offset=done_steps)
         if steps > done_steps:
             saver = Checkpointer(ckpt_path, cfg.save_every, parts,
-                                 lambda state: (meter.step(state), meter.tokens_seen(state)))
-            trainer = build_trainer(ctx, cfg, prompts, tokenizer, policy, value, reward_model, optimizer,
-                                    steps - done_steps, micro, world, seed=ctx.protocol.seed + done_steps,
-                                    callbacks=[meter, saver])
+                                 lambda state: (meter.step(state), meter.tokens_seen(state)), meter.flush_curve)
+            for callback in (meter, saver):  # the meter first: a step's point exists before its save
+                trainer.add_callback(callback)
+            resume_stream(trainer, cfg, done_steps, ctx.protocol.seed)
+            trainer.args.num_total_batches = steps - done_steps
             trainer.train()
             done_steps = meter.step(trainer.state)
         else:  # killed after its last checkpoint: only the ledger needs the finished work
@@ -196,8 +213,51 @@ class PPO(Method):
         times = meter.step_times
         result = {"weights": weights, "tokens": meter.charged_tokens,
                   "info": {"steps": done_steps, "wall_s_per_step": sum(times) / len(times) if times else None}}
+        release(trainer)
         write_result(ctx.out_dir, result)
         return result
+
+
+def start_rng(saved: dict | None, seed: int) -> None:
+    """Resume with the RNG states saved at the checkpoint; a fresh run seeds every generator,
+    so that it does not depend on what ran before it in this process."""
+    if saved is not None:
+        set_rng_states(saved)
+        return
+    torch.manual_seed(seed + 100003 * dist.rank())  # TRL's own local seed
+    np.random.seed(seed)  # TRL draws each epoch's mini-batch order from numpy's global generator
+    random.seed(seed)
+
+
+class PromptStream:
+    """The prompts of every PPO step, a pure function of (seed, step): each epoch is a fresh
+    permutation of the training prompts seeded by (seed, epoch), cut into global batches of B
+    (a ragged tail dropped, as TRL's loader does), each process taking its slice of the batch.
+
+    It replaces PPOTrainer's own shuffling loader, whose order hangs on the global torch RNG
+    (drawn at each epoch's start between rollouts): a resumed run could not reproduce it.
+    """
+
+    def __init__(self, dataset, collate, batch: int, start_step: int, seed: int):
+        self.dataset, self.collate, self.batch, self.seed = dataset, collate, batch, seed
+        self.step = start_step
+        self.per_epoch = len(dataset) // batch
+
+    def __iter__(self):
+        local = self.batch // dist.world()
+        while True:
+            epoch, position = divmod(self.step, self.per_epoch)
+            order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+            batch = order[position * self.batch:(position + 1) * self.batch].tolist()
+            mine = batch[dist.rank() * local:(dist.rank() + 1) * local]
+            self.step += 1
+            yield self.collate([self.dataset[i] for i in mine])
+
+
+def resume_stream(trainer, cfg, done_steps: int, seed: int) -> None:
+    """Feed the trainer the prompts of steps done_steps+1, ... (see PromptStream)."""
+    trainer.dataloader = PromptStream(trainer.train_dataset, trainer.data_collator, cfg.batch_prompts, done_steps,
+                                      seed)
 
 
 def build_trainer(ctx, cfg, prompts, tokenizer, policy, value, reward_model, optimizer, steps, micro, world,
@@ -278,18 +338,20 @@ class RewardBackbone(nn.Module):
         self.tokens = 0  # prompt + completion tokens (to EOS, no padding) of every rollout: the FLOP count
 
     def forward(self, input_ids, attention_mask, **_):
-        rewards = [self.reward(ids, mask) for ids, mask in zip(input_ids.tolist(), attention_mask.tolist())]
+        found = [self.completion(ids, mask) for ids, mask in zip(input_ids.tolist(), attention_mask.tolist())]
+        rewards = checked_rewards(self.task, [text for text, _ in found], [item for _, item in found])
         r = torch.tensor(rewards, dtype=torch.float32, device=input_ids.device)
         return SimpleNamespace(hidden_states=(r[:, None, None].expand(-1, input_ids.shape[1], 1),))
 
-    def reward(self, ids: list[int], mask: list[int]) -> float:
+    def completion(self, ids: list[int], mask: list[int]):
+        """(completion text, its item) of one rollout row; counts its tokens for the ledger."""
         start = mask.index(1)
         ids, mask = ids[start:], mask[start:]
         index, n = self.match(ids)
         end = mask.index(0, n) if 0 in mask[n:] else len(mask)  # TRL's completion ends at its first pad
         self.tokens += end
         text = self.tokenizer.decode(ids[n:end], skip_special_tokens=True)  # as harness.generate decodes
-        return float(self.task.reward(text, self.items[index]))
+        return text, self.items[index]
 
     def match(self, ids: list[int]) -> tuple[int, int]:
         for n in self.lengths:

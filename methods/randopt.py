@@ -17,17 +17,18 @@ Run: `make compare TASK=arith METHODS=randopt` or
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from harness import distributed as dist
 from harness.compute import paper_population_flops
-from harness.context import Member, mean_prompt_tokens
+from harness.context import Member
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
 from harness.perturb import NOISE_MODES
+from harness.plan import Work, no_unit_error
+from harness.results import write_json
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,7 @@ def rank(scores: list[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: -scores[i])
 
 
-def affordable_population(ctx, wanted: int) -> int:
-    """Members whose worst-case cost fits the training budget (all of them without one)."""
-    if ctx.ledger.budget is None:
-        return wanted
-    return min(wanted, int(ctx.ledger.remaining() // ctx.worst_pass_flops()))
-
-
 class RandOpt(Method):
-    name = "randopt"
     Config = Config
 
     def check(self, protocol) -> None:
@@ -77,15 +70,21 @@ class RandOpt(Method):
             raise UserError(f"K={max(protocol.k)} is larger than the population N={self.config.population}; "
                             "lower K (--k) or raise randopt.population")
 
+    def plan(self, sizing) -> Work:
+        """N: the most members whose worst-case cost fits the budget (the preset's N at most)."""
+        worst, ks = sizing.worst_pass_flops, sizing.protocol.k
+        n = sizing.affordable(worst, self.config.population)
+        if n < 1:
+            raise no_unit_error("randopt", "member", worst, sizing.budget_flops, "lower n_train / max_new_tokens")
+        if max(ks) > n:
+            raise UserError(f"randopt: K={max(ks)} is larger than the N={n} members the budget affords; lower K "
+                            "(--k) or raise the population / budget")
+        return Work(sizes={"N": n}, train_flops=n * worst, generated_sequences=n * len(sizing.train_items),
+                    test_generations=max(ks), note=f"sigmas {list(self.config.sigmas)}, noise {self.config.noise}")
+
     def train(self, ctx) -> list[Ensemble]:
         cfg, ks = self.config, ctx.protocol.k
-        n = affordable_population(ctx, cfg.population)
-        if n < 1:
-            raise UserError(f"the training budget ({ctx.ledger.budget:.3g} FLOPs) affords no RandOpt member "
-                            f"({ctx.worst_pass_flops():.3g} FLOPs each); raise the budget")
-        if max(ks) > n:
-            raise UserError(f"K={max(ks)} is larger than the population N={n}; lower K "
-                            "(--k) or raise the population / budget")
+        n = self.plan(ctx.sizing).sizes["N"]
         dist.say(f"randopt: N={n} members, sigmas={list(cfg.sigmas)}, noise={cfg.noise}, "
                  f"K={list(ks)}, n_train={len(ctx.train_items)}")
         members = sample_members(ctx.protocol.seed, n, cfg.sigmas, cfg.noise)
@@ -93,13 +92,13 @@ class RandOpt(Method):
         order = rank(scores)
         ranking = [{"rank": r, "index": i, "seed": members[i].seed, "sigma": members[i].sigma,
                     "noise": cfg.noise, "score": scores[i]} for r, i in enumerate(order)]
-        (ctx.out_dir / "ranking.json").write_text(json.dumps(ranking, indent=1))
+        write_json(ctx.out_dir / "ranking.json", ranking)
         if ctx.log:
             for i, s in enumerate(scores):
                 ctx.log.log({"member/score": s, "member/sigma": members[i].sigma}, step=i)
         voters = [Voter(f"member{i}", seed=members[i].seed, sigma=members[i].sigma, noise=cfg.noise)
                   for i in order[:max(ks)]]
-        seq_len = mean_prompt_tokens(ctx.train_batches) + ctx.max_new_tokens
+        seq_len = ctx.sizing.prompts().mean_len + ctx.max_new_tokens
         paper = paper_population_flops(1, n, len(ctx.train_items), ctx.ledger.n_params, seq_len)
         return [Ensemble("randopt", voters, ks=ks, info={"population": n, "noise": cfg.noise,
                                                           "sigmas": list(cfg.sigmas), "paper_train_flops": paper,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
+from harness.plan import Work
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,12 @@ class Config:
 
 
 class SelfConsistency(Method):
-    name = "self_consistency"
     Config = Config
+
+    def plan(self, sizing) -> Work:
+        ks = sizing.protocol.k
+        return Work(sizes={"K": max(ks)}, test_generations=max(ks),
+                    note=f"temperature {self.config.temperature}, no training")
 
     def train(self, ctx) -> list[Ensemble]:
         ks = ctx.protocol.k

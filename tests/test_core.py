@@ -12,7 +12,7 @@ import torch
 
 from harness.cli import main
 from harness.compare import compare
-from harness.config import PRESETS, Protocol, method_config, protocol_from
+from harness.config import PRESETS, Protocol, RunOptions, method_config, protocol_from
 from harness.context import Member, TrainContext
 from harness.errors import UserError
 from harness.generate import Engine, render
@@ -454,7 +454,7 @@ def test_resume_after_kill(tiny_model_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(TrainContext, "score_member", killing)
     with pytest.raises(Killed):
-        compare(protocol, ("randopt",), settings, results=str(tmp_path / "killed"))
+        compare(protocol, ("randopt",), settings, RunOptions(results=str(tmp_path / "killed")))
     run_dir = only_dir(tmp_path / "killed")
     assert len(jsonl(seed_dir(run_dir) / "randopt" / "members.rank0.jsonl")) == 3
     assert not (run_dir / "summary.json").exists()
@@ -465,10 +465,10 @@ def test_resume_after_kill(tiny_model_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(TrainContext, "score_member", counting)
     calls.clear()
-    assert compare(protocol, ("randopt",), settings, results=str(tmp_path / "killed")) == run_dir
+    assert compare(protocol, ("randopt",), settings, RunOptions(results=str(tmp_path / "killed"))) == run_dir
     assert calls == [3, 4, 5]
     calls.clear()
-    whole = compare(protocol, ("randopt",), settings, results=str(tmp_path / "whole"))
+    whole = compare(protocol, ("randopt",), settings, RunOptions(results=str(tmp_path / "whole")))
     assert calls == list(range(6))
 
     assert stable_summary(run_dir) == stable_summary(whole)
@@ -476,7 +476,7 @@ def test_resume_after_kill(tiny_model_dir, tmp_path, monkeypatch):
         assert (seed_dir(run_dir) / name).read_text() == (seed_dir(whole) / name).read_text(), name
 
     calls.clear()  # a finished run is reused, nothing is scored again
-    compare(protocol, ("randopt",), settings, results=str(tmp_path / "whole"))
+    compare(protocol, ("randopt",), settings, RunOptions(results=str(tmp_path / "whole")))
     assert calls == []
 
 
@@ -523,7 +523,7 @@ def base_args(model_dir: str, results: Path, task: str = "arith") -> list[str]:
     (["--set", "randopt.foo=1"], ["randopt.foo"]),
     (["--set", "population"], ["KEY=VALUE"]),
     (["--budget", "huge"], ["BUDGET", "huge"]),
-    (["--n-train", "0"], ["n_train"]),
+    (["--n-train", "0"], ["--n-train", ">= 1"]),
     (["--k", "0,1"], ["K"]),
 ])
 def test_cli_rejects_before_loading_the_model(extra, words, tiny_model_dir, tmp_path, capsys, monkeypatch, quiet_hf):

@@ -12,7 +12,7 @@ import pytest
 
 from harness.analysis import crosscheck as cc
 from harness.compare import compare
-from harness.config import protocol_from
+from harness.config import RunOptions, protocol_from
 from harness.errors import UserError
 
 
@@ -68,7 +68,7 @@ def test_only_gsm8k_runs(tmp_path):
 def test_crosscheck_a_real_run(tiny_model_dir, data_dir, tmp_path):
     protocol = protocol_from("gsm8k", "smoke", model=tiny_model_dir, data_dir=data_dir, n_train=2, n_test=4,
                              max_new_tokens=8, k=(1,))
-    run_dir = compare(protocol, methods=["base"], results=str(tmp_path))
+    run_dir = compare(protocol, methods=["base"], options=RunOptions(results=str(tmp_path)))
     assert cc.run(Namespace(run_dir=str(run_dir), rows="base,es", limit=None)) == 0
     report = json.loads((Path(run_dir) / "crosscheck.json").read_text())
     (row,) = report["rows"]  # es was not run: skipped with a message

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -115,10 +116,13 @@ def test_two_steps_train_with_the_task_reward(name, tiny_model_dir, tmp_path, co
     assert {i for _, i in counted_reward} <= {it.id for it in ctx.train_items}
     assert 0 < ctx.ledger.train <= ctx.ledger.budget
     assert ensemble.info["paper_train_flops"] > 0 and ensemble.info["train_items"] == "selection"
-    # per-step metrics reach the harness's logger, FLOPs included and increasing
-    flops = [row[f"{name}/train_flops"] for row, _ in ctx.log.rows]
+    # one learning-curve point per step reaches the logger and curve.jsonl, FLOPs increasing
+    points = [row for row, _ in ctx.log.rows]
+    assert [p["step"] for p in points] == [1, 2] and all("train_reward" in p for p in points)
+    flops = [p["train_flops"] for p in points]
     assert flops == sorted(flops) and flops[-1] == ctx.ledger.train
-    assert any(f"{name}/reward_mean" in row for row, _ in ctx.log.rows)
+    curve = [json.loads(line) for line in (tmp_path / name / "curve.jsonl").read_text().splitlines()]
+    assert curve == points
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -131,11 +135,11 @@ def test_lora_is_merged_into_the_harness_names(name, tiny_model_dir, tmp_path, c
 
 @pytest.mark.parametrize("name", METHODS)
 def test_budget_binds_and_is_never_exceeded(name, tiny_model_dir, tmp_path):
-    with pytest.raises(UserError, match="affords 0 steps"):
+    with pytest.raises(UserError, match="affords no step"):
         method(name).train(make_ctx(tiny_model_dir, tmp_path / "none", budget=1.0))
     # a budget of one and a half worst-case steps buys exactly one step, within budget
     ctx = make_ctx(tiny_model_dir, tmp_path / "one", budget=None)
-    worst = importlib.import_module(f"methods.{name}").plan(ctx, method(name).config)[-1]
+    worst = importlib.import_module(f"methods.{name}").step_cost(ctx.sizing, method(name).config)[-1]
     ctx.ledger.budget = 1.5 * worst
     [ensemble] = method(name).train(ctx)
     assert ensemble.info["steps"] == 1 and ensemble.info["worst_step_flops"] == worst
@@ -218,8 +222,8 @@ def test_lora_backward_is_charged_for_the_adapters_peft_trains(name, tiny_model_
     trainable, _ = get_peft_model(copy.deepcopy(ctx.model), lora_config(2)).get_nb_trainable_parameters()
     assert lora_params(ctx.model, 2) == trainable and lora_params(ctx.model, 0) is None
     module, P = importlib.import_module(f"methods.{name}"), ctx.ledger.n_params
-    full = module.plan(ctx, method(name).config)[1]
-    lora = module.plan(ctx, method(name, lora_rank=2).config)[1]
+    full = module.step_cost(ctx.sizing, method(name).config)[1]
+    lora = module.step_cost(ctx.sizing, method(name, lora_rank=2).config)[1]
     policy_backward = [p for p in lora if p.kind == "backward" and p.n_params == P]
     assert [p.flops_per_token for p in policy_backward] == [2 * P + 2 * trainable]
     assert flops_per_token(full) - flops_per_token(lora) == 2 * (P - trainable)
@@ -253,7 +257,7 @@ def test_ppo_reward_model_decodes_completions_between_padding(tiny_model_dir, tm
     from trl.experimental.utils import get_reward
 
     ctx = make_ctx(tiny_model_dir, tmp_path, budget=None)
-    prompts = training_prompts(ctx, "selection", 2)
+    prompts = training_prompts(ctx.sizing, "selection", 2, "ppo")
     tok = ppo_tokenizer(ctx, prompts)
     pad, eos = tok.pad_token_id, tok.eos_token_id
     completion = tok("42", add_special_tokens=False).input_ids + [eos]

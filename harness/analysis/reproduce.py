@@ -69,15 +69,15 @@ def run(args) -> int:
     table = get_table(args.table)
     methods = runnable(table, args.methods)
     from harness.compare import compare
-    from harness.config import protocol_from
+    from harness.config import RunOptions, protocol_from
     from harness.results import read_json
 
     model = args.model or default_model(table, args.budget)
     protocol = protocol_from(table.task, args.budget, model=model, data_dir=args.data_dir,
                              n_train=args.n_train, n_test=args.n_test, max_new_tokens=args.max_new_tokens,
                              k=args.k)
-    run_dir = compare(protocol, [m for m, why in methods if why is None], parse_settings(args.set),
-                      args.results, seeds=args.seeds)
+    options = RunOptions(results=args.results, seeds=args.seeds)
+    run_dir = compare(protocol, [m for m, why in methods if why is None], parse_settings(args.set), options)
     from harness.analysis.report import publish
 
     publish(run_dir)

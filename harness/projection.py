@@ -1,0 +1,168 @@
+"""`thicket plan`: what a comparison will cost, in seconds, before it runs.
+
+Per method: the derived sizes, training FLOPs (worst case, within the budget), test FLOPs
+per item, and a wall-time projection from rates:
+
+- here (default): a short calibration on this machine with the real model: one greedy
+  batch of train prompts (seconds per generated sequence, the real lengths the model
+  produces) and one forward + backward pass (seconds per update FLOP);
+- `--gpus N --gpu KIND`: no weights are loaded (the model's config comes from the Hub
+  cache, a local folder, or the repository's shape files in bench/shapes/); generation runs
+  at the throughput recorded by `make bench GPU=1` on that GPU kind for that model
+  (bench/gpu_throughput.json) and updates at the bf16 peak times an assumed utilisation,
+  both scaled linearly over N GPUs. Where nothing was recorded, generation too is projected
+  from the peak and the assumed utilisation, and the output says so.
+
+Projections assume every sampled rollout as long as the calibration's greedy outputs.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import UserError
+from harness.model import Probe, load_tokenizer, probe_model, resolve_model
+from harness.plan import Sizing, matched_budget, plan_methods
+from harness.progress import duration
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPES = REPO / "bench" / "shapes"
+RECORDED = REPO / "bench" / "gpu_throughput.json"
+PEAK_BF16 = {"h100": 989e12, "h200": 989e12, "a100": 312e12}
+"""Dense bf16 tensor-core peaks (vendor datasheets), FLOP/s."""
+ASSUMED_UTILISATION = 0.35
+"""Model FLOP utilisation assumed where no throughput was recorded (an assumption, not a measurement)."""
+
+
+@dataclass
+class Rates:
+    seconds_per_sequence: float
+    seconds_per_update_flop: float
+    source: str
+
+
+def model_slug(name: str | None) -> str:
+    return (name or "smollm2").rstrip("/").rpartition("/")[2].lower()
+
+
+def config_only_probe(name: str) -> Probe:
+    """A model from its shape file in bench/shapes/ (no download, no weights), with the
+    embedded SmolLM2 tokenizer standing in for its own to count prompt tokens."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = SHAPES / f"{model_slug(name)}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in SHAPES.glob("*.json"))) or "none"
+        raise UserError(f"model {name!r} is not reachable from here and has no shape file {path}; known shapes: "
+                        f"{known} (or pass a local model folder)")
+    config = AutoConfig.for_model(**json.loads(path.read_text(encoding="utf-8")))
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    tokenizer = load_tokenizer(resolve_model(None), "smollm2 (token-count proxy)")
+    return Probe(name, str(path), config, tokenizer, skeleton)
+
+
+def calibrate_here(sizing: Sizing, protocol) -> Rates:
+    """Time one greedy batch of train prompts and one forward + backward pass."""
+    from harness import distributed as dist
+    from harness.generate import Engine
+    from harness.model import load_model
+
+    model, tokenizer = load_model(protocol.model, dist.device())
+    prompts = sizing.prompts().texts[:min(16, protocol.batch_size)]
+    engine = Engine(model, tokenizer, len(prompts))
+    batches = engine.prepare(prompts)
+    start = time.perf_counter()
+    outputs = engine.generate(batches, sizing.max_new_tokens)
+    per_sequence = (time.perf_counter() - start) / len(prompts)
+    ids = tokenizer([p + o.text for p, o in zip(prompts[:4], outputs)], return_tensors="pt", padding=True,
+                    add_special_tokens=False).to(model.device)
+    start = time.perf_counter()
+    model.train()
+    loss = model(**ids, labels=ids.input_ids).loss
+    loss.backward()
+    per_update_flop = (time.perf_counter() - start) / (6.0 * sizing.n_params * int(ids.attention_mask.sum()))
+    model.zero_grad(set_to_none=True)
+    return Rates(per_sequence, per_update_flop, f"calibrated on this machine ({model.device.type}): one greedy "
+                 f"batch of {len(prompts)} train prompts, one forward+backward of 4 sequences")
+
+
+def gpu_rates(sizing: Sizing, name: str | None, gpus: int, gpu: str) -> Rates:
+    kind = gpu.lower()
+    peak = PEAK_BF16.get(kind)
+    recorded = json.loads(RECORDED.read_text(encoding="utf-8")) if RECORDED.is_file() else {}
+    entry = recorded.get(kind, {}).get(model_slug(name))
+    sequence_tokens = sizing.prompts().mean_len + sizing.max_new_tokens
+    if entry:
+        per_sequence = sequence_tokens / entry["tokens_per_s"] / gpus
+        source = f"generation at the throughput recorded on {kind} ({entry.get('measured', 'bench')})"
+    elif peak:
+        per_sequence = 2.0 * sizing.n_params * sequence_tokens / (peak * ASSUMED_UTILISATION) / gpus
+        source = f"no throughput recorded for {model_slug(name)} on {kind}: generation ASSUMED at " \
+                 f"{ASSUMED_UTILISATION:.0%} of the bf16 peak"
+    else:
+        raise UserError(f"--gpu {gpu!r}: no recorded throughput and no known peak; known: {', '.join(PEAK_BF16)}")
+    per_update_flop = 1.0 / ((peak or 989e12) * ASSUMED_UTILISATION) / gpus
+    return Rates(per_sequence, per_update_flop, f"{source}; updates ASSUMED at {ASSUMED_UTILISATION:.0%} of the bf16 "
+                 f"peak; linear scaling over {gpus} GPU(s)")
+
+
+def print_plan(protocol, methods, settings, budget_flops, seeds, gpus, gpu) -> int:
+    from harness.compare import resolve
+    from harness.evaluate import test_items
+    from harness.splits import train_items
+    from harness.task import get_task
+
+    if (gpus is None) != (gpu is None):
+        raise UserError("--gpus and --gpu go together, e.g. --gpus 8 --gpu h100")
+    task = get_task(protocol.task)
+    plugins, _ = resolve(protocol, methods, settings)
+    train, n_test = train_items(task, protocol), len(test_items(task, protocol))
+    probe = _probe(protocol.model, gpus is not None)
+    max_new = min(protocol.max_new_tokens, task.max_new_tokens)
+    sizing = Sizing(None, probe.n_params, probe.skeleton, probe.tokenizer, task, protocol, train, max_new)
+    sizing.budget_flops = budget_flops if budget_flops is not None else matched_budget(sizing, settings)
+    plans = plan_methods(plugins, sizing)
+    rates = gpu_rates(sizing, protocol.model, gpus, gpu) if gpus else calibrate_here(sizing, protocol)
+    print(plan_table(plans, sizing, rates, n_test, seeds, probe))
+    return 0
+
+
+def _probe(name: str | None, config_only: bool) -> Probe:
+    try:
+        return probe_model(name)
+    except UserError:
+        if not config_only:
+            raise
+        return config_only_probe(name)
+
+
+def plan_table(plans: dict, sizing: Sizing, rates: Rates, n_test: int, seeds: int, probe: Probe) -> str:
+    per_item = 2.0 * sizing.n_params * (sizing.prompts().mean_len + sizing.max_new_tokens)
+    lines = [f"model {probe.name or 'smollm2 (embedded)'}: P={sizing.n_params:,}; task {sizing.task.name}: "
+             f"n_train={len(sizing.train_items)}, n_test={n_test}, max_new_tokens={sizing.max_new_tokens}",
+             f"training budget per method: {sizing.budget_flops:.3e} FLOPs; seeds: {seeds}",
+             "", "| method | sizes | train FLOPs (worst case) | test FLOPs/item (est.) | projected wall time |",
+             "|---|---|---|---|---|"]
+    total = 0.0
+    for name, work in plans.items():
+        if work is None:
+            lines.append(f"| {name} | not known before it runs | - | - | - |")
+            continue
+        seconds = seeds * (rates.seconds_per_sequence * (work.generated_sequences + work.test_generations * n_test)
+                           + rates.seconds_per_update_flop * work.update_flops)
+        total += seconds
+        sizes = ", ".join(f"{k}={v}" for k, v in work.sizes.items()) or "-"
+        lines.append(f"| {name} | {sizes} | {work.train_flops:.3g} | {work.test_generations * per_item:.3g} "
+                     f"| {duration(seconds)} |")
+    lines += ["", f"total projected wall time: {duration(total)}", f"rates: {rates.source}",
+              "FLOPs are the ledger's worst case (every completion max_new_tokens long); test FLOPs per item use the "
+              "train prompts' mean length."]
+    if "proxy" in getattr(probe.tokenizer, "name_or_path", "") or probe.path.endswith(".json"):
+        lines.append("prompt tokens counted with the embedded SmolLM2 tokenizer (the model's own is not available "
+                     "offline): an estimate")
+    return "\n".join(lines)
