@@ -35,31 +35,35 @@ PLAN_EXAMPLES = """examples:
 """
 
 
-class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default, keeps the examples' line breaks."""
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default where the help does not already say it; keeps the
+    examples' line breaks."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        quiet = action.default in (None, False, [], argparse.SUPPRESS) or "default" in text
+        return text if quiet else f"{text} (default: {action.default})"
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line (with a "did you mean" for a mistyped option)."""
+    """argparse, but an error is one line, with a "did you mean" for a mistyped option."""
+
+    _seen: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._seen = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
+        options = [o for a in self._actions for o in a.option_strings]
         hint = ""
-        if message.startswith("unrecognized arguments:"):
-            options = [o for a in self._all_actions() for o in a.option_strings]
-            for word in message.split(":", 1)[1].split():
-                close = difflib.get_close_matches(word.split("=")[0], options, n=1, cutoff=0.6)
-                if close:
-                    hint = f"; did you mean {close[0]}?"
-                    break
+        for word in (w.split("=")[0] for w in self._seen if w.startswith("--")):
+            close = difflib.get_close_matches(word, options, n=1, cutoff=0.6) if word not in options else []
+            if close:
+                hint = f"; did you mean {close[0]} (not {word})?"
+                break
         print(f"thicket: error: {message}{hint} (see `{self.prog} --help`)", file=sys.stderr)
         sys.exit(2)
-
-    def _all_actions(self):
-        yield from self._actions
-        for action in self._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    yield from sub._actions
 
 
 def positive_int(text: str) -> int:
@@ -95,13 +99,13 @@ def add_run_arguments(c) -> None:
     c.add_argument("--data-dir", default=os.environ.get("DATA_DIR") or None,
                    help="offline data folder laid out like ../shared/data; default: the Hugging Face Hub")
     c.add_argument("--budget", default="small", help="preset of sizes: smoke, small or paper")
-    c.add_argument("--n-train", type=positive_int, help="train items (default: the preset's)")
+    c.add_argument("--n-train", type=positive_int, help="train items; default: the preset's")
     c.add_argument("--n-test", "--limit", dest="n_test", type=positive_int,
-                   help="test items, the first N of the test split (default: the preset's)")
-    c.add_argument("--max-new-tokens", type=positive_int, help="generation length, capped by the task's own")
-    c.add_argument("--k", type=ints, help="vote sizes reported for ensembles, e.g. 1,5,10")
-    c.add_argument("--seed", type=int, help="master seed (default 0)")
-    c.add_argument("--batch-size", type=positive_int, help="prompts per generate call (default 64)")
+                   help="test items, the first N of the test split; default: the preset's")
+    c.add_argument("--max-new-tokens", type=positive_int, help="generation length, capped by the task's own; default: the preset's")
+    c.add_argument("--k", type=ints, help="vote sizes reported for ensembles, e.g. 1,5,10; default: the preset's")
+    c.add_argument("--seed", type=int, help="master seed; default 0")
+    c.add_argument("--batch-size", type=positive_int, help="prompts per generate call; default 64")
     c.add_argument("--seeds", type=positive_int, default=None,
                    help="repeat every method with this many seeds (seed, seed+1, ...); default: $SEEDS or 1")
     c.add_argument("--budget-flops", type=flop_budget, default=None,
@@ -122,8 +126,8 @@ def parser(argv: list[str] | None = None) -> Parser:
                        epilog=COMPARE_EXAMPLES, formatter_class=Formatter)
     add_run_arguments(c)
     c.add_argument("--results", default="results", help="results root folder")
-    c.add_argument("--run", default=None, help="run folder name under results/<task>/ (default: derived "
-                   "from the config, so the same command resumes)")
+    c.add_argument("--run", default=None, help="run folder name under results/<task>/; default: derived "
+                   "from the config, so the same command resumes")
     c.add_argument("--fresh", action="store_true", help="discard an earlier run with the same config")
     c.add_argument("--keep-weights", action="store_true",
                    help="keep trained weights after a method's rows are written (they are deleted by default: "

@@ -202,6 +202,7 @@ def run_method(s: Session, name: str, plugin, seed_dir: Path, seed: int, keep_we
     ensembles = plugin.train(train_context(s, folder, ledger, log))
     s.perturber.base = original
     s.perturber.restore()
+    memory.trim()  # what training allocated (trainer copies, optimizer state) goes back to the OS
     train_wall = time.perf_counter() - start
     rows = []
     for ensemble in ensembles:

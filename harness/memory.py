@@ -29,3 +29,18 @@ def peak_gib() -> dict:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     return {"rss_gib": rss, "gpu_gib": gpu}
+
+
+def trim() -> None:
+    """Collect garbage and hand freed heap memory back to the OS. glibc keeps the freed blocks of
+    a finished trainer's tensors in its arenas, so without this the resident size stays GBs
+    above what is in use for the rest of a comparison (bench/trainer_memory.py measures it)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to hand back
+        pass

@@ -28,13 +28,18 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
+def size(n: float) -> str:
+    """Bytes in a readable unit: 89.1 kB, 538.0 MB, 6.4 GB."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 def disk_full(path: Path, need_bytes: int | None) -> UserError:
-    need = f"about {gib(need_bytes)} needed, " if need_bytes else ""
-    return UserError(f"disk full while writing {path} ({need}{gib(free_bytes(path))} free); free some space "
+    need = f"about {size(need_bytes)} needed, " if need_bytes else ""
+    return UserError(f"disk full while writing {path} ({need}{size(free_bytes(path))} free); free some space "
                      "and rerun the same command: finished work is kept and the run resumes")
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import faults
 from harness.errors import UserError
 
 
@@ -82,6 +83,7 @@ def checked_rewards(task: Task, responses: list[str], items: list[Item]) -> list
             raise UserError(f"task {task.name!r} returned reward {value!r} for item {item.id} "
                             f"(response starts {response[:60]!r}); a reward must be a finite number")
         out.append(number)
+    faults.point("rewards-scored")
     return out
 
 

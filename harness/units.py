@@ -15,6 +15,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from harness import distributed as dist
+from harness import faults
 
 
 def run_units(units: list, index: Callable, work: Callable[[object], dict], folder: Path, tag: str,
@@ -30,6 +31,7 @@ def run_units(units: list, index: Callable, work: Callable[[object], dict], fold
     for unit in tqdm(todo, desc=label, unit="unit", disable=not todo, leave=dist.is_main()):
         record = {"index": index(unit), **work(unit)}
         append_record(path, record)
+        faults.point("unit-recorded")
         fresh.append(record)
     for record in dist.gather(fresh):
         done[record["index"]] = record

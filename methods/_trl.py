@@ -209,6 +209,20 @@ def policy_copy(ctx):
     return model
 
 
+def seeded(seed: int):
+    """Fresh random weights (LoRA adapters, a critic's head) drawn from `seed` alone: the global
+    torch generator's state here depends on what ran before in the process (library imports
+    seed it), and two runs of the same command must start from the same weights."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def scope():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    return scope()
+
+
 def lora_params(model, rank: int) -> int | None:
     """Weights rank-r LoRA trains (r x (in + out) per linear layer but the output head, as peft's
     "all-linear"); None when rank is 0 (every weight trains). The adapters' own forward cost
@@ -379,7 +393,7 @@ def restore(path: Path, parts: dict, name: str) -> tuple[int, int, dict | None]:
 
 def release(trainer) -> None:
     """Drop what a finished trainer holds (model copies, optimizer state, Accelerate's references
-    to both): without this, GBs stay resident for the rest of the comparison."""
+    to both); the harness then hands the freed memory back (harness.memory.trim)."""
     trainer.accelerator.free_memory()
     for attr in ("model", "model_wrapped", "ref_model", "optimizer", "lr_scheduler", "callback_handler",
                  "value_model", "policy_model", "reward_model", "train_dataset"):

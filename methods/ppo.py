@@ -43,7 +43,7 @@ from harness.plan import Work
 from harness.task import checked_rewards
 from methods._trl import (TRAIN_ITEMS, Checkpointer, LedgerCallback, Pass, affordable_steps, charge,
                           common_args, flops_per_token, load_result, lora_config, lora_params, micro_per_process,
-                          policy_copy, quiet, release, restore, save_policy, set_rng_states, training_prompts,
+                          policy_copy, quiet, release, restore, save_policy, seeded, set_rng_states, training_prompts,
                           write_result)
 
 DEVIATIONS = ["TRL 1.12 experimental PPOTrainer instead of verl (k1 KL in the reward, TRL clip ranges, "
@@ -179,7 +179,8 @@ class PPO(Method):
         if cfg.lora_rank:
             from peft import get_peft_model
 
-            policy = get_peft_model(policy, lora_config(cfg.lora_rank))
+            with seeded(ctx.protocol.seed):
+                policy = get_peft_model(policy, lora_config(cfg.lora_rank))
         value = value_model(ctx, tokenizer.pad_token_id)
         optimizer = torch.optim.AdamW([  # Trainer's AdamW defaults otherwise (betas .9/.999, eps 1e-8, no decay)
             {"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},
@@ -306,7 +307,8 @@ def value_model(ctx, pad_id: int):
 
     config = copy.deepcopy(ctx.model.config)
     config.num_labels, config.pad_token_id = 1, pad_id
-    value = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    with seeded(ctx.protocol.seed):  # the head is fresh: the same weights on every run
+        value = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
     backbone = getattr(ctx.model, ctx.model.base_model_prefix)
     getattr(value, value.base_model_prefix).load_state_dict(backbone.state_dict())
     return value.to(ctx.model.device)

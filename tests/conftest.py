@@ -97,3 +97,15 @@ def one_thread(monkeypatch):
     yield
     monkeypatch.undo()
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def quiet_hf():
+    """No transformers progress bars on stderr: these tests are about the harness's own output."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    yield
+    if was:
+        hf_logging.enable_progress_bar()

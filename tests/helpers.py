@@ -26,3 +26,30 @@ def make_context(model_dir: str, out_dir: Path, budget: float | None = None, tas
     ledger = Ledger(sum(p.numel() for _, p in perturber.params), budget)
     out_dir.mkdir(parents=True, exist_ok=True)
     return TrainContext(proto, the_task, model, tokenizer, engine, perturber, ledger, items, batches, out_dir)
+
+
+# ---- bad input through the command line: one line on stderr, exit status 2 ----------------
+
+def fail_if_model_loads(monkeypatch):
+    """Make loading the model's weights fail the test: the input must be refused before."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad input was reported")
+    monkeypatch.setattr("harness.compare.load_model", refuse)
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """Run the CLI, expect exit status 2 and exactly one line on stderr; return that line."""
+    from harness.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("thicket: error: "), err
+    return lines[0]
+
+
+def base_args(model_dir: str, results, task: str = "arith") -> list[str]:
+    return ["compare", "--task", task, "--model", model_dir, "--budget", "smoke", "--n-train", "4",
+            "--n-test", "4", "--max-new-tokens", "4", "--results", str(results)]

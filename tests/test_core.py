@@ -20,6 +20,7 @@ from harness.model import load_model
 from harness.perturb import NOISE_MODES, Perturber, iter_noise, parameters
 from harness.units import read_records, run_units
 from harness.vote import majority
+from tests.helpers import base_args, cli_error, fail_if_model_loads
 from methods import randopt, self_consistency
 from methods.randopt import rank, sample_members
 from tasks.arith import TASK as ARITH
@@ -481,39 +482,6 @@ def test_resume_after_kill(tiny_model_dir, tmp_path, monkeypatch):
 
 
 # --- bad input: one line on stderr, exit status 2 ------------------------------------------
-
-@pytest.fixture
-def quiet_hf():
-    """No transformers progress bars on stderr: these tests are about the harness's own output."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    yield
-    if was:
-        hf_logging.enable_progress_bar()
-
-
-def fail_if_model_loads(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the bad input was reported")
-    monkeypatch.setattr("harness.compare.load_model", refuse)
-
-
-def cli_error(capsys, argv: list[str]) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert rc == 2, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("thicket: error: "), err
-    return lines[0]
-
-
-def base_args(model_dir: str, results: Path, task: str = "arith") -> list[str]:
-    return ["compare", "--task", task, "--model", model_dir, "--budget", "smoke", "--n-train", "4",
-            "--n-test", "4", "--max-new-tokens", "4", "--results", str(results)]
-
 
 @pytest.mark.parametrize("extra, words", [
     (["--task", "nosuchtask"], ["unknown task", "nosuchtask"]),

@@ -271,3 +271,26 @@ def test_ppo_reward_model_decodes_completions_between_padding(tiny_model_dir, tm
     assert [i for _, i in counted_reward] == [prompts.items[0].id, prompts.items[1].id]
     assert scores.tolist() == [(sum(map(ord, "42")) % 5) / 4] * 2
     assert model.backbone.tokens == len(first) + len(second) + 2 * len(completion)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_finished_trainer_frees_its_models(name, tiny_model_dir, tmp_path, counted_reward, monkeypatch):
+    """Nothing keeps the training copy alive once the method returns: at 3B parameters it, its
+    optimizer state and (PPO) the critic are tens of GB that the rest of the comparison needs."""
+    import gc
+    import weakref
+
+    import methods._trl as trl
+    module = importlib.import_module(f"methods.{name}")
+    copies = []
+    real = trl.policy_copy
+
+    def tracked(ctx):
+        model = real(ctx)
+        copies.append(weakref.ref(model))
+        return model
+    monkeypatch.setattr(module, "policy_copy", tracked)
+    ctx = make_ctx(tiny_model_dir, tmp_path / name, budget=1e15)
+    method(name, max_steps=1).train(ctx)
+    gc.collect()
+    assert copies and all(ref() is None for ref in copies), "the trained policy is still referenced"

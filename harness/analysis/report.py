@@ -13,6 +13,7 @@ import json
 import shlex
 from pathlib import Path
 
+from harness import faults
 from harness.analysis import plots, stats
 from harness.analysis.doc import Bullets, Heading, Image, Para, Table, markdown, to_html
 from harness.errors import UserError
@@ -261,6 +262,7 @@ def build_report(run_dir) -> tuple[Path, Path]:
               *figures_section(run, flops, thicket), *crosscheck_blocks(run.path),
               *provenance_section(run), *notes_section(run)]
     md, page = run.path / "report.md", run.path / "report.html"
+    faults.point("report-writing")
     md.write_text(markdown(blocks), encoding="utf-8")
     page.write_text(to_html(blocks, run.path, title), encoding="utf-8")
     return md, page

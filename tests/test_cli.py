@@ -1,0 +1,100 @@
+"""The command line a new user meets: help that says everything, settings listed with their
+meaning, a fast `--help`, lm-eval's spelling of options, and progress lines worth reading."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import DEFAULT_METHODS, main
+from harness.method import DEFAULT_METHODS as REGISTRY_DEFAULT
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cli_default_methods_are_the_registry_defaults():
+    assert DEFAULT_METHODS.split(",") == list(REGISTRY_DEFAULT)
+
+
+def test_compare_help_describes_every_option_with_defaults_and_examples(capsys):
+    assert main(["compare", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # help wraps lines
+    assert "examples:" in text and text.count("thicket compare --task") >= 2
+    assert "(default: small)" in text and "(default: results)" in text
+    for option in ("--task", "--methods", "--model", "--data-dir", "--budget", "--n-train", "--n-test", "--limit",
+                   "--max-new-tokens", "--k", "--seed", "--seeds", "--budget-flops", "--set", "--results", "--run",
+                   "--fresh", "--keep-weights", "--crosscheck"):
+        assert option in text, option
+    assert "Train every method on the same train items" in text  # a description, not just usage
+
+
+def test_help_does_not_import_torch():
+    """`thicket --help` must answer at once: the subcommands' heavy modules load only when they run."""
+    code = ("import sys; from harness.cli import main; main(['--help']); "
+            "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "HEAVY []" in out.stdout, out.stdout[-500:] + out.stderr[-500:]
+    assert "compare" in out.stdout and "report" in out.stdout and "plan" in out.stdout
+
+
+def test_list_settings_shows_type_default_and_meaning(capsys):
+    assert main(["list", "--settings"]) == 0
+    text = capsys.readouterr().out
+    assert "randopt.population (int, default 5000): N: members sampled and scored (paper: 5000)." in text
+    assert "es.alpha (float, default 0.0005)" in text and "grpo.beta" in text and "ppo.critic_learning_rate" in text
+    assert "base: no settings" in text
+
+
+def test_limit_is_n_test(tiny_model_dir, tmp_path, one_thread):
+    assert main(["compare", "--task", "arith", "--model", tiny_model_dir, "--methods", "base", "--budget", "smoke",
+                 "--n-train", "2", "--limit", "3", "--max-new-tokens", "2", "--results", str(tmp_path)]) == 0
+    (run,) = (tmp_path / "arith").iterdir()
+    assert json.loads((run / "summary.json").read_text())[0]["n_test"] == 3
+
+
+def test_progress_lines_say_what_runs_and_how_long_the_rest_takes(tiny_model_dir, tmp_path, capsys, one_thread):
+    assert main(["compare", "--task", "arith", "--model", tiny_model_dir, "--methods", "base,randopt",
+                 "--budget", "smoke", "--n-train", "4", "--n-test", "4", "--max-new-tokens", "3", "--k", "1",
+                 "--set", "population=3", "--results", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "methods, in order: base, randopt" in out
+    assert "  2. randopt: N=3; training FLOPs <= " in out
+    assert "method 1/2: base (seed 0): no training; 1 generation(s) per test item" in out
+    assert "method 2/2: randopt (seed 0): N=3" in out
+    assert "base (seed 0) finished in" in out and "the remaining 1 should take about" in out
+    assert "randopt (seed 0) finished in" in out
+    assert "randopt members" in captured.err and "members members" not in captured.err
+    assert "run folder size:" in out
+
+
+def test_plan_prints_sizes_flops_and_time_without_training(tiny_model_dir, tmp_path, capsys, one_thread,
+                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "--task", "arith", "--model", tiny_model_dir, "--methods", "base,randopt,es",
+                 "--budget", "smoke", "--n-train", "4", "--n-test", "4", "--max-new-tokens", "3", "--k", "1",
+                 "--set", "randopt.population=5", "--set", "es.population=2"]) == 0
+    out = capsys.readouterr().out
+    assert "| randopt | N=5 |" in out and "| es | T=2, N=2 |" in out and "| base | - | 0 |" in out
+    assert "total projected wall time:" in out and "calibrated on this machine" in out
+    assert not (tmp_path / "results").exists()  # nothing ran
+
+
+def test_plan_and_compare_agree_on_sizes(tiny_model_dir, tmp_path, capsys, one_thread):
+    args = ["--task", "arith", "--model", tiny_model_dir, "--methods", "randopt", "--budget", "smoke",
+            "--n-train", "4", "--n-test", "2", "--max-new-tokens", "3", "--k", "1", "--budget-flops", "5e7"]
+    assert main(["plan", *args]) == 0
+    planned = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| randopt |")][0]
+    assert main(["compare", *args, "--results", str(tmp_path)]) == 0
+    (run,) = (tmp_path / "arith").iterdir()
+    n = json.loads((run / "summary.json").read_text())[0]["info"]["population"]
+    assert f"| randopt | N={n} |" in planned and n < 8  # the budget, not the preset, set N
+
+
+@pytest.mark.parametrize("args", [["--gpus", "8"], ["--gpu", "h100"]])
+def test_plan_gpus_and_gpu_go_together(args, capsys):
+    assert main(["plan", "--task", "arith", *args]) == 2
+    assert "--gpus and --gpu go together" in capsys.readouterr().err
