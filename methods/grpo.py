@@ -28,6 +28,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from harness import distributed as dist
 from harness import faults, storage
 from harness.compute import paper_grpo_flops
@@ -36,7 +38,7 @@ from harness.method import Ensemble, Method, Voter
 from harness.plan import Work
 from methods._trl import (TRAIN_ITEMS, LedgerCallback, Pass, affordable_steps, charge, common_args,
                           complete_checkpoint, flops_per_token, load_result, lora_config, lora_params,
-                          micro_per_process, policy_copy, quiet, release, save_policy, seeded, task_reward_function,
+                          micro_per_process, policy_copy, quiet, release, save_policy, task_reward_function,
                           training_prompts, write_result)
 
 DEVIATIONS = ["TRL 1.12 GRPOTrainer instead of verl (loss dapo, k3 KL in the loss, clip 0.2, constant lr)",
@@ -177,11 +179,12 @@ class GRPO(Method):
                           temperature=cfg.temperature, save_strategy="steps",
                           save_steps=cfg.save_every * cfg.updates_per_step, save_total_limit=1,
                           disable_dropout=True, log_completions=False, remove_unused_columns=False)
-        with seeded(ctx.protocol.seed):  # LoRA adapters are drawn inside, before the Trainer seeds itself
-            trainer = GRPOTrainer(model=policy_copy(ctx), reward_funcs=task_reward_function(ctx.task, prompts.items),
-                                  args=args, train_dataset=dataset(prompts),
-                                  processing_class=trl_tokenizer(ctx, prompts),
-                                  peft_config=lora_config(cfg.lora_rank) if cfg.lora_rank else None, callbacks=[meter])
+        # LoRA adapters are drawn inside, before the Trainer seeds itself: seed them too (not in a
+        # forked RNG scope, which would undo the Trainer's own seeding on the way out)
+        torch.manual_seed(ctx.protocol.seed)
+        trainer = GRPOTrainer(model=policy_copy(ctx), reward_funcs=task_reward_function(ctx.task, prompts.items),
+                              args=args, train_dataset=dataset(prompts), processing_class=trl_tokenizer(ctx, prompts),
+                              peft_config=lora_config(cfg.lora_rank) if cfg.lora_rank else None, callbacks=[meter])
         quiet(trainer)
         fault_inside_checkpoints(trainer)
         resume = complete_checkpoint(Path(args.output_dir), "grpo")
