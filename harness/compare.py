@@ -98,6 +98,7 @@ def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None =
             seed_rows += run_method(seeded, name, plugin, folder, seed)
         if dist.is_main():
             write_predictions(folder, seed_rows, session.evaluator)
+            tracking.log_predictions(run_dir, config, seed, folder / "predictions.jsonl")
         rows += seed_rows
     if dist.is_main():
         finish(run_dir, rows)
@@ -159,8 +160,7 @@ def run_method(s: Session, name: str, plugin, seed_dir: Path, seed: int) -> list
         return read_json(folder / "rows.json")
     folder.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(s.n_params, s.budget_flops)
-    log = tracking.start("thicket", f"{s.task.name}-{s.run_dir.name}", f"{name}-seed{seed}", s.config,
-                         s.run_dir / "wandb") if dist.is_main() else tracking.NullLogger()
+    log = tracking.start_method(s.run_dir, s.config, name, seed) if dist.is_main() else tracking.NullLogger()
     memory.reset_peak()
     start = time.perf_counter()
     original = s.perturber.base  # methods that move the weights (ES) rebase onto new tensors
@@ -178,8 +178,7 @@ def run_method(s: Session, name: str, plugin, seed_dir: Path, seed: int) -> list
     if dist.is_main():
         write_json(folder / "ledger.json", ledger.as_dict())
         write_json(folder / "rows.json", rows)
-        tracking.log_rows(log, rows)
-        log.finish()
+        tracking.finish_method(log, name, rows)
     dist.barrier()
     return rows
 
