@@ -101,7 +101,7 @@ class TrainContext:
             score, tokens = self.score_member(m)
             return {"seed": m.seed, "sigma": m.sigma, "noise": m.noise, "score": score, "tokens": tokens}
 
-        start, seen = self.ledger.train, []
+        start, seen = (self.ledger.train if curve else 0.0), []
 
         def point(records: list[dict]) -> None:
             flops = start + 2.0 * self.ledger.n_params * sum(r["tokens"] for r in records)

@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from harness.analysis import agreement, plots, report, stats, tables
+from harness.analysis import agreement, axes, plots, report, stats, tables
 from harness.analysis.rundir import load
 from harness.cli import main
 from harness.errors import UserError
@@ -341,16 +341,16 @@ def test_axes_of_constant_data():
     from matplotlib.figure import Figure
 
     ax = Figure().add_subplot()
-    plots.value_axis(ax, [0.0, 0.0, 0.0], (0.0, 100.0), 2.0)
+    axes.value_axis(ax, [0.0, 0.0, 0.0], (0.0, 100.0), 2.0)
     lo, hi = ax.get_ylim()
     assert lo < 0 < 100 < hi < 103  # all-equal accuracies: the whole 0-100 scale
-    plots.value_axis(ax, [20.0, 40.0], (0.0, 100.0), 2.0)
+    axes.value_axis(ax, [20.0, 40.0], (0.0, 100.0), 2.0)
     assert 0 < ax.get_ylim()[0] < 20 and 40 < ax.get_ylim()[1] < 100
-    plots.flops_axis(ax, [3.2e13, 3.3e13])  # budget-matched rows within one decade
+    axes.flops_axis(ax, [3.2e13, 3.3e13])  # budget-matched rows within one decade
     assert ax.get_xlim() == (1e13, 1e14)
-    labels = [plots._e(x) for x in (1e13, 2e13, 5e13)]
+    labels = [axes.sci(x) for x in (1e13, 2e13, 5e13)]
     assert labels == ["1e13", "2e13", "5e13"]
-    plots.flops_axis(ax, [])  # nothing trained: still a valid log axis
+    axes.flops_axis(ax, [])  # nothing trained: still a valid log axis
     lo, hi = ax.get_xlim()
     assert 0 < lo < hi and ax.get_xscale() == "log"
 

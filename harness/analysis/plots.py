@@ -23,8 +23,9 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
+from harness.analysis.axes import TIE, flops_axis, value_axis
 from harness.analysis.rundir import Run, is_number, load
 from harness.results import mean_std
 
@@ -33,8 +34,6 @@ ORDER = ("base", "self_consistency", "randopt", "es", "es+vote", "grpo", "ppo")
 DODGE = 1.06
 """Sideways spread (a factor on the log FLOPs axis) between test-accuracy markers."""
 STYLE = {"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8}
-TIE = 1e-9
-"""Score differences within this are ties: equal means can differ in the last bit."""
 
 
 def color(name: str) -> str:
@@ -65,39 +64,6 @@ def styled(plot):
         with matplotlib.rc_context(STYLE):
             return plot(run if isinstance(run, Run) else load(run))
     return wrapper
-
-
-# ---- axes that stay readable on degenerate data -------------------------------------------------
-
-def _e(x: float, _=None) -> str:
-    mantissa, exponent = f"{x:.0e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
-def flops_axis(ax, values) -> None:
-    """Log FLOPs axis over whole decades around the data, ticks written like 2e13 (the
-    default writes 10^13 only, or nothing when every row sits within one decade)."""
-    values = [v for v in values if is_number(v) and v > 0]
-    lo, hi = (min(values), max(values)) if values else (1.0, 10.0)
-    lo, hi = 10.0 ** np.floor(np.log10(lo / 1.2)), 10.0 ** np.ceil(np.log10(hi * 1.2))
-    ax.set_xscale("log")
-    ax.set_xlim(lo, hi)
-    ax.xaxis.set_major_locator(LogLocator(base=10))
-    ax.xaxis.set_major_formatter(FuncFormatter(_e))
-    few = np.log10(hi / lo) <= 2  # label 2x and 5x too when there are only a couple of decades
-    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0) if few else ()))
-    ax.xaxis.set_minor_formatter(FuncFormatter(_e) if few else NullFormatter())
-
-
-def value_axis(ax, values, full: tuple[float, float], pad: float) -> None:
-    """y limits: the data with some room, clipped to `full`; all-equal (or no) data gets `full`."""
-    values = [v for v in values if is_number(v)]
-    if not values or max(values) - min(values) < TIE:
-        lo, hi = min(full[0], *values) if values else full[0], max(full[1], *values) if values else full[1]
-    else:
-        room = max(pad, 0.1 * (max(values) - min(values)))
-        lo, hi = max(full[0], min(values) - room), min(full[1], max(values) + room)
-    ax.set_ylim(lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo))
 
 
 # ---- training FLOPs --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from harness.analysis.doc import Banner, Bullets, Heading, Image, Para, Table, m
 from harness.analysis.rundir import Run, load
 from harness.analysis.tables import accuracy_text, flops, pct, results_table, terminal_table, versus
 from harness.errors import UserError
+from harness.tracking import EMBEDDED_MODEL
 
 
 # ---- section (i): results ----------------------------------------------------------------------
@@ -124,7 +125,7 @@ def figures_section(run: Run, flops: list[Path], thicket: list[Path]) -> list:
 def provenance_section(run: Run) -> list:
     proto, env = run.config.get("protocol", {}), run.environment
     n_test = sorted({r["n_test"] for r in run.rows})
-    items = [f"model: {proto.get('model') or 'smollm2 (embedded)'}", f"task: {proto.get('task')}",
+    items = [f"model: {proto.get('model') or EMBEDDED_MODEL}", f"task: {proto.get('task')}",
              f"split: n_train={proto.get('n_train')}, n_test={proto.get('n_test')} "
              f"(evaluated: {', '.join(map(str, n_test))})",
              f"seeds: {', '.join(map(str, run.seeds))}", f"preset: {proto.get('budget')}",
