@@ -40,4 +40,4 @@ def value_axis(ax, values, full: tuple[float, float], pad: float) -> None:
     else:
         room = max(pad, 0.1 * (max(values) - min(values)))
         lo, hi = max(full[0], min(values) - room), min(full[1], max(values) + room)
-    ax.set_ylim(lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo))
+    ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))  # room for markers at 0 and 100
