@@ -140,6 +140,7 @@ def run_seeds(s: Session, plugins: dict, plans: dict, options: RunOptions) -> li
             progress.done(name, seed)
         if dist.is_main():
             write_predictions(folder, seed_rows, s.evaluator)
+            tracking.log_predictions(s.run_dir, s.config, seed, folder / "predictions.jsonl")
         rows += seed_rows
     return rows
 
@@ -194,8 +195,7 @@ def run_method(s: Session, name: str, plugin, seed_dir: Path, seed: int, keep_we
         return read_json(folder / "rows.json")
     folder.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(s.n_params, s.budget_flops)
-    log = tracking.start("thicket", f"{s.task.name}-{s.run_dir.name}", f"{name}-seed{seed}", s.config,
-                         s.run_dir / "wandb") if dist.is_main() else tracking.NullLogger()
+    log = tracking.start_method(s.run_dir, s.config, name, seed) if dist.is_main() else tracking.NullLogger()
     memory.reset_peak()
     start = time.perf_counter()
     original = s.perturber.base  # methods that move the weights (ES) rebase onto new tensors
@@ -215,8 +215,7 @@ def run_method(s: Session, name: str, plugin, seed_dir: Path, seed: int, keep_we
         write_json(folder / "ledger.json", ledger.as_dict())
         faults.point("before-rows")
         write_json(folder / "rows.json", rows)
-        tracking.log_rows(log, rows)
-        log.finish()
+        tracking.finish_method(log, name, rows)
         if not keep_weights:
             drop_weights(folder)
     dist.barrier()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from harness.compute import Ledger
 from harness.config import Protocol
@@ -73,12 +74,14 @@ class TrainContext:
         """The task's reward of one completion per train item (checked: finite numbers only)."""
         return checked_rewards(self.task, [c.text for c in completions], self.train_items)
 
-    def record_curve(self, step: int, **metrics: float) -> None:
+    def record_curve(self, step: int, train_flops: float | None = None, **metrics: float) -> None:
         """One point of this method's learning curve, at global `step` (an iteration, an update,
         a member): appended to curve.jsonl with the training FLOPs spent so far (the report
         plots it against them; a step recorded twice, e.g. after a resume, counts once, the
-        last record winning) and logged to W&B with `train_flops` as its x-axis."""
-        record = {"step": int(step), "train_flops": self.ledger.train, **{k: float(v) for k, v in metrics.items()}}
+        last record winning) and logged to W&B with `train_flops` as its x-axis.
+        `train_flops` defaults to the ledger's; pass it for work not charged yet."""
+        flops = self.ledger.train if train_flops is None else float(train_flops)
+        record = {"step": int(step), "train_flops": flops, **{k: float(v) for k, v in metrics.items()}}
         if dist.is_main():
             append_record(self.out_dir / "curve.jsonl", record)
         if self.log is not None:
@@ -98,16 +101,37 @@ class TrainContext:
         finally:
             self.perturber.restore()
 
-    def score_population(self, members: list[Member], tag: str) -> list[float]:
+    def score_population(self, members: list[Member], tag: str,
+                         curve: Callable[[list[float]], dict] | None = None) -> list[float]:
         """Mean train reward of every member, in the given order; resumable and sharded.
 
-        Every member's tokens, resumed ones included, are charged to the training ledger.
+        Every member's tokens, resumed ones included, are charged to the training ledger (at the
+        end, in one sum, so a resumed run's ledger equals an uninterrupted one's to the bit).
+        `curve(scores so far)`, if given, maps the scores known so far to learning-curve metrics,
+        recorded each time a member finishes (step = members scored so far, x = the FLOPs those
+        members cost): the curve streams as the population grows. Resumed members count
+        towards the metrics without being recorded again; with several processes the main one
+        streams its own members and records the whole population once at the end.
         """
         def work(m: Member) -> dict:
             score, tokens = self.score_member(m)
             return {"seed": m.seed, "sigma": m.sigma, "noise": m.noise, "score": score, "tokens": tokens}
 
+        start, seen = (self.ledger.train if curve else 0.0), []
+
+        def point(records: list[dict]) -> None:
+            flops = start + 2.0 * self.ledger.n_params * sum(r["tokens"] for r in records)
+            self.record_curve(len(records), train_flops=flops, **curve([r["score"] for r in records]))
+
+        def observe(record: dict, resumed: bool) -> None:
+            seen.append(record)
+            if curve and not resumed:
+                point(seen)
+
         label = f"{self.out_dir.name} members" + (f" ({tag})" if tag != "members" else "")
-        done = run_units(members, lambda m: m.index, work, self.out_dir, tag, desc=label)
+        done = run_units(members, lambda m: m.index, work, self.out_dir, tag, desc=label,
+                         on_record=observe if curve else None)
         self.ledger.forward(sum(done[m.index]["tokens"] for m in members), "train")
+        if curve and len(seen) < len(members):  # other processes' members, gathered
+            point([done[m.index] for m in members])
         return [done[m.index]["score"] for m in members]

@@ -7,7 +7,7 @@ results/<task>/<run>/
   <method>/rows.json the method's result rows (written when the method finishes)
   predictions.jsonl  per test item and row: vote, gold, correct
   summary.json       every row, ledger figures and wall time
-  table.md           the Markdown table `make compare` prints
+  table.md           the results table `make compare` prints (harness.analysis.tables)
 """
 from __future__ import annotations
 
@@ -65,30 +65,7 @@ def fmt_flops(x: float | None) -> str:
     return "-" if not x else f"{x:.2e}"
 
 
-def group_rows(rows: list[dict]) -> list[list[dict]]:
-    """Rows grouped by label (one per seed), in first-seen order."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(r["label"], []).append(r)
-    return list(groups.values())
-
-
 def mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
     return mean, var ** 0.5
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """Methods x accuracy; with several seeds, accuracy is mean +- sample std over seeds."""
-    head = ("| method | K | test acc | seeds | n_test | train FLOPs | train FLOPs (paper formula) "
-            "| test FLOPs/item | wall s |\n|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
-    for group in group_rows(rows):
-        r = group[0]
-        mean, std = mean_std([g["accuracy"] for g in group])
-        acc = f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if len(group) > 1 else "")
-        lines.append(f"| {r['label']} | {r['k']} | {acc} | {len(group)} | {r['n_test']} "
-                     f"| {fmt_flops(r.get('train_flops'))} | {fmt_flops(r.get('paper_train_flops'))} "
-                     f"| {fmt_flops(r['test_flops'] / r['n_test'])} | {mean_std([g['wall_s'] for g in group])[0]:.0f} |")
-    return "\n".join(lines)

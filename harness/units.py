@@ -19,9 +19,17 @@ from harness import faults
 
 
 def run_units(units: list, index: Callable, work: Callable[[object], dict], folder: Path, tag: str,
-              desc: str | None = None) -> dict[int, dict]:
-    """{index(unit): record} for every unit; `work(unit)` returns the record of a new unit."""
+              desc: str | None = None, on_record: Callable[[dict, bool], None] | None = None) -> dict[int, dict]:
+    """{index(unit): record} for every unit; `work(unit)` returns the record of a new unit.
+
+    `on_record(record, resumed)`, if given, sees this process's records as they become known:
+    the resumed ones first (resumed=True, in unit order), then each new one as it finishes, so
+    a caller can stream progress (RandOpt's learning curve) instead of waiting for the end.
+    """
     done = read_records(folder, tag)
+    if on_record:
+        for record in [done[index(u)] for u in units if index(u) in done]:
+            on_record(record, True)
     # every process must shard the same list: none may write a new record before all have read
     dist.barrier()
     todo = dist.shard([u for u in units if index(u) not in done])
@@ -33,6 +41,8 @@ def run_units(units: list, index: Callable, work: Callable[[object], dict], fold
         append_record(path, record)
         faults.point("unit-recorded")
         fresh.append(record)
+        if on_record:
+            on_record(record, False)
     for record in dist.gather(fresh):
         done[record["index"]] = record
     missing = [index(u) for u in units if index(u) not in done]
@@ -68,5 +78,6 @@ def read_records(folder: Path, tag: str) -> dict[int, dict]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            records[record["index"]] = record
+            if isinstance(record, dict) and isinstance(record.get("index"), int):  # else not ours: skip
+                records[record["index"]] = record
     return records

@@ -1,6 +1,6 @@
 """randopt: random perturbations of the weights, keep the top K, majority-vote their answers.
 
-Algorithm (Gan & Isola, "Neural Thickets", arXiv 2603.12228; PAPER.md section 1):
+Algorithm (Gan & Isola, "Neural Thickets", arXiv 2603.12228; docs/paper.md section 1):
   seeds, sigmas <- default_rng(seed): N distinct seeds, a sigma per seed from SIGMAS;
   member i = theta + sigma_i * eps(seed_i), ALL parameters; score = mean train reward
   (greedy, first n_train items); stable sort descending; the top K vote at test time.
@@ -17,6 +17,7 @@ Run: `make compare TASK=arith METHODS=randopt` or
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +63,13 @@ def rank(scores: list[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: -scores[i])
 
 
+def running_scores(scores: list[float], k: int) -> dict:
+    """The learning curve as members finish: the best train score so far (what K=1 would pick)
+    and the mean of the top k so far (the voters K=k would pick)."""
+    top = heapq.nlargest(k, scores)
+    return {"train_reward": top[0], "train_reward_top_k": sum(top) / len(top)}
+
+
 class RandOpt(Method):
     Config = Config
 
@@ -88,14 +96,13 @@ class RandOpt(Method):
         dist.say(f"randopt: N={n} members, sigmas={list(cfg.sigmas)}, noise={cfg.noise}, "
                  f"K={list(ks)}, n_train={len(ctx.train_items)}")
         members = sample_members(ctx.protocol.seed, n, cfg.sigmas, cfg.noise)
-        scores = ctx.score_population(members, "members")
+        scores = ctx.score_population(members, "members", curve=lambda s: running_scores(s, max(ks)))
         order = rank(scores)
         ranking = [{"rank": r, "index": i, "seed": members[i].seed, "sigma": members[i].sigma,
                     "noise": cfg.noise, "score": scores[i]} for r, i in enumerate(order)]
         write_json(ctx.out_dir / "ranking.json", ranking)
-        if ctx.log:
-            for i, s in enumerate(scores):
-                ctx.log.log({"member/score": s, "member/sigma": members[i].sigma}, step=i)
+        if ctx.log:  # every member's sigma and score, as the paper logs them
+            ctx.log.table("members", list(ranking[0]), [list(r.values()) for r in ranking])
         voters = [Voter(f"member{i}", seed=members[i].seed, sigma=members[i].sigma, noise=cfg.noise)
                   for i in order[:max(ks)]]
         seq_len = ctx.sizing.prompts().mean_len + ctx.max_new_tokens

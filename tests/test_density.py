@@ -36,6 +36,17 @@ def test_delta(accs, base, margin, expected):
     assert dens.delta(accs, base, margin) == expected
 
 
+def test_ties_are_not_a_thicket():
+    """delta(0) counts ties (the paper's definition); above / equal / below keep them apart:
+    eight perturbations tied with a base at 0% are 0 above, 8 equal, not a 100% thicket."""
+    assert dens.delta([0.0] * 8, 0.0, 0.0) == 1.0
+    assert dens.versus_base([0.0] * 8, 0.0) == (0, 8, 0)
+    assert dens.versus_base([0.1, 0.2, 0.2, 0.3, 0.7 - 0.5], 0.2) == (1, 3, 1)  # 0.7 - 0.5 != 0.2 in floats
+    report = {"base_accuracy": 0.0, "n_test": 4, "margins": [0.0],
+              "curves": [{"sigma": 0.005, "accuracies": [0.0] * 8, "delta": [{"margin": 0.0, "fraction": 1.0}]}]}
+    assert "| 0.005 | 8 | 0.0% | 0.0% | 0 / 8 / 0 | 1.00 |" in dens.markdown(report)
+
+
 def test_density_writes_curves_and_resumes(tiny_model_dir, tmp_path, monkeypatch):
     calls = []
     original = Evaluator.voter_record
@@ -49,6 +60,7 @@ def test_density_writes_curves_and_resumes(tiny_model_dir, tmp_path, monkeypatch
     assert report["n_test"] == 4 and 0 <= report["base_accuracy"] <= 1
     assert [c["sigma"] for c in report["curves"]] == list(SIGMAS)
     for curve in report["curves"]:
+        assert curve["above"] + curve["equal"] + curve["below"] == 2
         fractions = [d["fraction"] for d in curve["delta"]]
         assert all(0 <= f <= 1 for f in fractions)
         assert fractions == sorted(fractions, reverse=True)  # non-increasing in m

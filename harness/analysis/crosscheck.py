@@ -5,11 +5,13 @@ SAME test items with the same prompt (question + the harness's suffix, chat temp
 few-shot), greedy, the same max new tokens, on the same weights (base, the final ES theta,
 the GRPO/PPO policy), and its `flexible-extract` correctness is compared item by item with
 the harness's stored per-item correctness. Disagreements are listed with both answers.
+`--no-model` skips decoding: lm-eval's gsm8k filters and metric score the run's stored test
+texts beside thicket's scorer (harness.analysis.agreement), in seconds.
 
-Offline (ENVIRONMENT.md): the items go into a temporary JSON-lines file behind a task YAML
+Offline: the items go into a temporary JSON-lines file behind a task YAML
 that includes lm-eval's gsm8k.yaml (copied next to it). With a data_dir the run's own gsm8k
 test file is read; without one, openai/gsm8k from the Hub (needs the network).
-Writes RUN_DIR/crosscheck.json and prints a table.
+Writes RUN_DIR/crosscheck.json (crosscheck-texts.json without a model) and prints a table.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from harness.analysis import agreement
+from harness.analysis.rundir import read_checked
 from harness.errors import UserError
 from harness.results import read_json, write_json
 
@@ -31,11 +35,17 @@ def add_arguments(p) -> None:
     p.add_argument("--rows", default=",".join(SINGLE_ROWS),
                    help="single-model rows to check (default: base,es,grpo,ppo, those present)")
     p.add_argument("--limit", type=int, default=None, help="check only the first N test items")
+    p.add_argument("--no-model", action="store_true",
+                   help="load no model: apply lm-eval's gsm8k filters and metric to the stored test texts "
+                        "of every K=1 row (seconds); writes crosscheck-texts.json")
 
 
 def run(args) -> int:
     labels = [r.strip() for r in args.rows.split(",") if r.strip()]
-    crosscheck(Path(args.run_dir), labels, args.limit)
+    if args.no_model:
+        crosscheck_texts(Path(args.run_dir), args.limit)
+    else:
+        crosscheck(Path(args.run_dir), labels, args.limit)
     return 0
 
 
@@ -68,16 +78,53 @@ def crosscheck(run_dir: Path, labels: list[str], limit: int | None = None) -> di
                 perturber.load_file(str(weights))
             samples = lm_eval_samples(model, tokenizer, task_dir, protocol["batch_size"])
             perturber.restore()
-            result = compare_items(gold_votes[:n], row["correct"][:n], samples)
+            result = agreement.compare_items(gold_votes[:n], row["correct"][:n], samples)
             out.append({"label": label, "seed": seed, "weights": str(weights) if weights else None,
                         "max_new_tokens": max_new_tokens, "prompts_identical": same_prompts(tokenizer, samples),
                         "responses_identical": same_responses(run_dir / f"seed{seed}" / label, label, samples),
                         **result})
     report = {"rows": out, "lm_eval_task": "gsm8k (0-shot, chat template, greedy)"}
     write_json(run_dir / "crosscheck.json", report)
-    print("\n" + table(out) + "\n", flush=True)
+    print("\n" + agreement.table(out) + "\n", flush=True)
     print(f"written: {run_dir / 'crosscheck.json'}", flush=True)
     return report
+
+
+def crosscheck_texts(run_dir: Path, limit: int | None = None) -> dict:
+    """No model: both scorers on the stored test texts of every K=1 row (its first voter's
+    texts, which that row's vote is), item by item; writes crosscheck-texts.json."""
+    from harness.analysis.rundir import load
+    from harness.units import read_records
+
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}")
+    config = _run_config(run_dir)
+    run = load(run_dir)
+    out = []
+    for row in (r for r in run.rows if r["k"] == 1):
+        record = read_records(run.seed_dir(row["seed"]) / row["method"], f"test-{row['name']}").get(0)
+        if record is None or not isinstance(record.get("texts"), list):
+            print(f"crosscheck: {row['label']} (seed {row['seed']}): no stored test texts, skipped", flush=True)
+            continue
+        n = len(record["texts"]) if limit is None else min(limit, len(record["texts"]))
+        raw = gsm8k_test_rows(config["protocol"].get("data_dir"), n)
+        items = _task_items(config["protocol"].get("data_dir"), n)
+        result, correct = agreement.score_texts([it.id for it in items], record["texts"][:n], items,
+                                                [r["answer"] for r in raw])
+        # thicket's scorer on the texts must give the verdicts the run stored (else the texts are not the row's)
+        stored = sum(a == b for a, b in zip(row.get("correct") or [], correct))
+        out.append({"label": row["label"], "seed": row["seed"], "stored_verdicts_reproduced": stored, **result})
+    report = {"rows": out, "lm_eval_task": "gsm8k filters and exact_match (lm-eval's gsm8k.yaml) on stored texts"}
+    write_json(run_dir / "crosscheck-texts.json", report)
+    print("\n" + agreement.table(out) + "\n", flush=True)
+    print(f"written: {run_dir / 'crosscheck-texts.json'}", flush=True)
+    return report
+
+
+def _task_items(data_dir: str | None, n: int) -> list:
+    from harness.task import get_task
+
+    return get_task("gsm8k").load("test", data_dir)[:n]
 
 
 def same_prompts(tokenizer, samples: list[dict]) -> int:
@@ -105,8 +152,8 @@ def _run_config(run_dir: Path) -> dict:
     path = run_dir / "config.json"
     if not path.is_file():
         raise UserError(f"{path} not found; pass a run folder written by `thicket compare`")
-    config = read_json(path)
-    task = config["protocol"]["task"]
+    config = read_checked(path, dict)
+    task = (config.get("protocol") or {}).get("task")
     if task != "gsm8k":
         raise UserError(f"crosscheck supports gsm8k runs only (lm-eval's gsm8k task); {run_dir} is {task!r}")
     return config
@@ -129,7 +176,7 @@ def find_targets(run_dir: Path, seeds: list[int], labels: list[str]) -> list[tup
             if not rows_path.is_file():
                 print(f"crosscheck: {label} (seed {seed}): no {rows_path}, skipped", flush=True)
                 continue
-            row = next((r for r in read_json(rows_path) if r["label"] == label), None)
+            row = next((r for r in read_checked(rows_path, list) if isinstance(r, dict) and r.get("label") == label), None)
             weights = weights_path(rows_path.parent, label)
             if row is None or weights is False:
                 why = "no single-model row" if row is None else "no trained weights file found"
@@ -219,42 +266,3 @@ def lm_eval_samples(model, tokenizer, task_dir: Path, batch_size: int) -> list[d
                                             "response": s["resps"][0][0]})
         d[s["filter"]] = {"answer": s["filtered_resps"][0], "correct": bool(s["exact_match"])}
     return [per_doc[i] for i in sorted(per_doc)]
-
-
-# ---- comparison ----------------------------------------------------------------------------
-
-def compare_items(items: list[tuple[str, str, str]], harness_correct: list[bool], samples: list[dict],
-                  response_chars: int = 300) -> dict:
-    """Agreement of lm-eval's flexible-extract correctness with the harness's, item by item."""
-    from tasks.gsm8k import normalize_number
-
-    if not (len(items) == len(harness_correct) == len(samples)):
-        raise ValueError(f"item counts differ: {len(items)} items, {len(harness_correct)} harness, "
-                         f"{len(samples)} lm-eval")
-    n = len(items)
-    flexible = [s["flexible-extract"]["correct"] for s in samples]
-    disagreements = [{"id": item_id, "gold": gold, "harness_vote": vote, "harness_correct": ok,
-                      "lm_eval_answer": s["flexible-extract"]["answer"],
-                      "lm_eval_response": s["response"][:response_chars], "lm_eval_correct": lm}
-                     for (item_id, gold, vote), ok, lm, s in zip(items, harness_correct, flexible, samples)
-                     if bool(ok) != lm]
-    agree = n - len(disagreements)
-    # a stricter figure than correctness (which agrees trivially when both score 0): the same
-    # extracted number, lm-eval's flexible answer normalised like our keys
-    same = sum(normalize_number(s["flexible-extract"]["answer"]) == vote for (_, _, vote), s in zip(items, samples))
-    return {"n": n, "agree": agree, "agreement": agree / n if n else 0.0, "answers_identical": same,
-            "lm_eval_accuracy": sum(flexible) / n if n else 0.0,
-            "harness_accuracy": sum(map(bool, harness_correct)) / n if n else 0.0,
-            "lm_eval_strict_accuracy": sum(s["strict-match"]["correct"] for s in samples) / n if n else 0.0,
-            "disagreements": disagreements}
-
-
-def table(rows: list[dict]) -> str:
-    lines = ["| row | seed | n | agreement | harness acc | lm-eval flexible | lm-eval strict | same answer | same text |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['label']} | {r['seed']} | {r['n']} | {r['agree']}/{r['n']} ({100 * r['agreement']:.1f}%) "
-                     f"| {100 * r['harness_accuracy']:.1f}% | {100 * r['lm_eval_accuracy']:.1f}% "
-                     f"| {100 * r['lm_eval_strict_accuracy']:.1f}% | {r['answers_identical']}/{r['n']} "
-                     f"| {r.get('responses_identical', '-')}/{r['n']} |")
-    return "\n".join(lines)

@@ -1,9 +1,11 @@
 """`thicket density --task T`: how dense are task experts around the pretrained weights?
 
-The paper's delta(m) curve (PAPER.md, "Density"): delta(m) = the fraction of random
-perturbations theta + sigma * eps whose test accuracy is >= base accuracy + m. The paper used
-1000 perturbations at sigma = 0.005; a single sigma confounds density with noise robustness
-across model sizes, so this sweeps sigma (one curve per sigma).
+The paper's delta(m) curve (docs/paper.md section 6, "Density"): delta(m) = the fraction of
+random perturbations theta + sigma * eps whose test accuracy is >= base accuracy + m. The
+paper used 1000 perturbations at sigma = 0.005; a single sigma confounds density with noise
+robustness across model sizes, so this sweeps sigma (one curve per sigma). delta(0) counts
+ties as successes, so beside it every sigma reports the perturbations strictly above, equal
+to and below the base accuracy: eight ties at 0% are no thicket.
 
 Every accuracy, the base model's included, goes through the Evaluator's one extract -> vote ->
 correct path (a one-voter ensemble). Member seeds are drawn like RandOpt's
@@ -96,7 +98,8 @@ def density(task: str, *, model=None, data_dir=None, budget="smoke", sigmas=PRES
         records = score_voters(evaluator, voters, out, f"sigma{sigma:g}")
         accs = [r["accuracy"] for r in records]
         curves.append({"sigma": sigma, "seeds": [v.seed for v in voters], "accuracies": accs,
-                       "delta": [{"margin": m, "fraction": delta(accs, base, m)} for m in margins]})
+                       "delta": [{"margin": m, "fraction": delta(accs, base, m)} for m in margins],
+                       **dict(zip(("above", "equal", "below"), versus_base(accs, base)))})
     report = {"config": config, "n_test": len(evaluator.items), "base_accuracy": base, "margins": list(margins),
               "curves": curves}
     if dist.is_main():
@@ -155,19 +158,28 @@ def delta(accuracies: list[float], base: float, margin: float) -> float:
     return sum(a >= base + margin - EPS for a in accuracies) / len(accuracies)
 
 
+def versus_base(accuracies: list[float], base: float) -> tuple[int, int, int]:
+    """Perturbations strictly above, equal to (within float slack) and below the base accuracy."""
+    above = sum(a > base + EPS for a in accuracies)
+    below = sum(a < base - EPS for a in accuracies)
+    return above, len(accuracies) - above - below, below
+
+
 # ---- outputs --------------------------------------------------------------------------------
 
 def markdown(report: dict) -> str:
     margins = report["margins"]
-    head = ("| sigma | members | mean acc | best acc | " + " | ".join(f"δ({100 * m:+g} pp)" for m in margins)
-            + " |\n|---|---|---|---|" + "---|" * len(margins))
+    head = ("| sigma | members | mean acc | best acc | above / equal / below base | "
+            + " | ".join(f"δ({100 * m:+g} pp)" for m in margins) + " |\n|---|---|---|---|---|" + "---|" * len(margins))
     lines = [f"base accuracy {100 * report['base_accuracy']:.1f}% on {report['n_test']} test items; "
-             "δ(m) = fraction of perturbations with accuracy >= base + m", "", head]
+             "δ(m) = fraction of perturbations with accuracy >= base + m (ties count at m = 0: "
+             "see above / equal / below)", "", head]
     for c in report["curves"]:
         accs = c["accuracies"]
         cells = " | ".join(f"{d['fraction']:.2f}" for d in c["delta"])
+        split = " / ".join(str(n) for n in versus_base(accs, report["base_accuracy"]))
         lines.append(f"| {c['sigma']:g} | {len(accs)} | {100 * sum(accs) / len(accs):.1f}% "
-                     f"| {100 * max(accs):.1f}% | {cells} |")
+                     f"| {100 * max(accs):.1f}% | {split} | {cells} |")
     return "\n".join(lines)
 
 

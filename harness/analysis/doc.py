@@ -24,6 +24,13 @@ class Para:
 
 
 @dataclass(frozen=True)
+class Banner:
+    """A warning that must be seen first (an unfinished run)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Bullets:
     items: tuple[str, ...]
 
@@ -52,6 +59,8 @@ def markdown(blocks: list) -> str:
             out.append("#" * b.level + " " + b.text)
         elif isinstance(b, Para):
             out.append(b.text)
+        elif isinstance(b, Banner):
+            out.append(f"> **Warning.** {b.text}")
         elif isinstance(b, Bullets):
             out.append("\n".join(f"- {item}" for item in b.items))
         elif isinstance(b, Table):
@@ -69,7 +78,8 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;
 table{border-collapse:collapse;font-size:0.85em;margin:1em 0}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}tr:nth-child(even) td{background:#fafafa}
-img{max-width:100%;border:1px solid #eee}code{background:#f4f4f4}"""
+img{max-width:100%;border:1px solid #eee}code{background:#f4f4f4}
+.banner{background:#fff3cd;border:2px solid #d9a400;padding:0.6em 1em;margin:1em 0}"""
 
 
 def to_html(blocks: list, folder: Path, title: str) -> str:
@@ -81,6 +91,8 @@ def to_html(blocks: list, folder: Path, title: str) -> str:
             out.append(f"<h{b.level}>{e(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
             out.append(f"<p>{e(b.text)}</p>")
+        elif isinstance(b, Banner):
+            out.append(f"<div class=\"banner\"><strong>Warning.</strong> {e(b.text)}</div>")
         elif isinstance(b, Bullets):
             out.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in b.items) + "</ul>")
         elif isinstance(b, Table):

@@ -1,8 +1,10 @@
-"""`thicket report RUN_DIR`: report.md and report.html of a finished run, from its stored files.
+"""`thicket report RUN_DIR`: report.md and report.html of a run, from its stored files.
 
-Sections: results with uncertainty (bootstrap over test items, paired difference from base,
-exact McNemar), RandOpt against self-consistency at equal K, figures, provenance, notes, and
-the lm-evaluation-harness cross-check when crosscheck.json exists. No model is loaded.
+Sections: results with uncertainty (exact Clopper-Pearson interval per accuracy, paired
+bootstrap for the difference from base, exact McNemar), RandOpt against self-consistency at
+equal K, figures, provenance, notes, and the lm-evaluation-harness cross-check when
+crosscheck.json exists. No model is loaded. An unfinished run (methods or seeds without
+results) gets a banner naming what is missing, a "missing" row, and the same line on stderr.
 
 report.md is a pure function of the stored files: rows in a fixed order, a fixed bootstrap
 seed, fixed number formats, no timestamps; rebuilding it gives the same bytes.
@@ -11,89 +13,52 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 
 from harness import faults
-from harness.analysis import plots, stats
-from harness.analysis.doc import Bullets, Heading, Image, Para, Table, markdown, to_html
-from harness.errors import UserError
-from harness.results import fmt_flops, mean_std, read_json
+from harness.analysis import agreement, plots
+from harness.analysis.doc import Banner, Bullets, Heading, Image, Para, Table, markdown, to_html
 from harness.analysis.rundir import Run, load
-
-BOOT_SEED = 0
-"""One fixed bootstrap seed for every interval, so a rebuilt report is identical."""
-MAX_DISAGREEMENTS = 20
-"""Cross-check disagreements listed per row; the rest stay in crosscheck.json."""
-
-
-# ---- number formats (fixed, so the report is byte-stable) ------------------------------------
-
-def pct(x: float | None, signed: bool = False) -> str:
-    if x is None:
-        return "-"
-    text = f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
-    return text.replace("-0.0", "0.0").replace("+0.0", "0.0")  # no negative zero from rounding
-
-
-def interval(lo: float, hi: float, signed: bool = False) -> str:
-    return f"[{pct(lo, signed)}, {pct(hi, signed)}]"
-
-
-def num(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-def p_value(p: float) -> str:
-    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+from harness.analysis.tables import accuracy_text, flops, pct, results_table, terminal_table, versus
+from harness.errors import UserError
+from harness.tracking import EMBEDDED_MODEL
 
 
 # ---- section (i): results ----------------------------------------------------------------------
 
-def accuracy_text(group: list[dict]) -> str:
-    mean, std = mean_std([r["accuracy"] for r in group])
-    return pct(mean) + (f" ± {pct(std)} ({len(group)} seeds)" if len(group) > 1 else "")
+def missing_text(run: Run) -> str:
+    """"randopt (seed 0), es (seeds 0, 1)": what the config asks for and has no results yet."""
+    seeds: dict[str, list[int]] = {}
+    for method, seed in run.missing:
+        seeds.setdefault(method, []).append(seed)
+    return ", ".join(f"{m} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))})" for m, s in seeds.items())
 
 
-def base_row(run: Run, seed: int) -> dict | None:
-    return next((r for r in run.rows if r["label"] == "base" and r["seed"] == seed and r.get("correct")), None)
-
-
-def versus(a: dict, b: dict | None) -> tuple[str, str]:
-    """(difference a - b with paired 95% interval, McNemar p) on the same seed's items."""
-    if b is None or a is b or not a.get("correct") or len(a["correct"]) != len(b.get("correct") or []):
-        return "-", "-"
-    diff, lo, hi = stats.paired_bootstrap_diff(a["correct"], b["correct"], seed=BOOT_SEED)
-    return f"{pct(diff, True)} {interval(lo, hi, True)}", p_value(stats.mcnemar_exact(a["correct"], b["correct"]))
+def banner(run: Run) -> list:
+    if not run.missing:
+        return []
+    return [Banner(f"Unfinished run: no results yet for {missing_text(run)}. Rows marked "
+                   "\"missing\" or with seeds missing are incomplete; rerun the same `thicket compare` "
+                   "command to finish the run (finished work is reused), then rebuild this report.")]
 
 
 def results_section(run: Run) -> list:
-    header = ("method", "K", "test acc %", "95% CI (items)", "vs base (pp) [95% CI]", "McNemar p",
-              "train FLOPs (measured)", "train FLOPs (paper formula)", "budget FLOPs", "test FLOPs/item",
-              "train wall s", "wall s", "peak RSS GiB", "peak GPU GiB")
-    rows = []
-    for group in run.groups():
-        first = group[0]  # the first seed's row: the items every interval and test is computed on
-        ci = interval(*stats.bootstrap_ci(first["correct"], seed=BOOT_SEED)) if first.get("correct") else "-"
-        diff, p = versus(first, base_row(run, first["seed"]))
-        peak = {k: max((r[k] for r in group if r.get(k) is not None), default=None)
-                for k in ("peak_rss_gib", "peak_gpu_gib")}
-        rows.append((first["label"], str(first["k"]), accuracy_text(group), ci, diff, p,
-                     fmt_flops(mean_std([r["train_flops"] or 0.0 for r in group])[0]),
-                     fmt_flops(first.get("paper_train_flops")), fmt_flops(first.get("budget_flops")),
-                     fmt_flops(first.get("test_flops_per_item")),
-                     num(mean_std([r.get("train_wall_s") or 0.0 for r in group])[0], 1),
-                     num(mean_std([r.get("wall_s") or 0.0 for r in group])[0], 1),
-                     num(peak["peak_rss_gib"]), num(peak["peak_gpu_gib"])))
-    seed, n = run.seeds[0] if run.seeds else "-", run.rows[0]["n_test"] if run.rows else 0
     spread = ("Test accuracy is the mean ± sample std over seeds; the interval, the difference "
-              f"from base and McNemar's test are computed on the first seed ({seed}) only. "
+              f"from base and McNemar's test are computed on the first seed ({run.seeds[0]}) only. "
               if max(len(g) for g in run.groups()) > 1 else "")
-    return [Heading(2, "Results"), Table(header, tuple(rows)), Para(
-        f"{spread}95% intervals: percentile bootstrap over the {n} test items (10,000 resamples, "
-        "seed 0); the difference from base resamples items jointly (paired) and is in percentage "
-        "points; McNemar: exact two-sided binomial test on the items where exactly one is right. "
-        "Training FLOPs are counted from the tokens each method processed (2P forward, 4P backward; "
-        "2P + 2T with T LoRA adapter weights, per token); test FLOPs are reported separately and are not matched.")]
+    n = run.rows[0]["n_test"]
+    return [Heading(2, "Results"), results_table(run), Para(
+        f"{spread}95% intervals of an accuracy: exact Clopper-Pearson binomial interval over the {n} "
+        "test items (it stays honest when every item is right or every item is wrong); the "
+        "difference from base: paired percentile bootstrap over items (10,000 resamples, seed 0), "
+        "in percentage points; McNemar: exact two-sided binomial test on the items where exactly "
+        "one is right. Training FLOPs are counted from the tokens each method processed (2P "
+        "forward, 4P backward; 2P + 2T with T LoRA adapter weights, per token); test FLOPs are "
+        "reported separately and are not matched. Train tokens/s: forward tokens in the ledger "
+        "(ledger.json \"tokens\", a token through two models counts twice) over the train wall "
+        "time, which after a resume covers only the last attempt; test tokens/s: the test "
+        "voters' prompt and generated tokens over their generation time.")]
 
 
 # ---- section (ii): RandOpt against self-consistency at equal K ---------------------------------
@@ -112,7 +77,7 @@ def k_section(run: Run, images: list[Path]) -> list:
     rows = []
     for k in ks:
         groups = [by_label.get(f"{n} K={k}") for n in names]
-        row = [str(k)] + [accuracy_text(g) if g else "-" for g in groups]
+        row = [str(k)] + [accuracy_text(g, len(run.seeds)) if g else "-" for g in groups]
         if both:
             ro, sc = by_label.get(f"randopt K={k}"), by_label.get(f"self_consistency K={k}")
             row += versus(ro[0], sc[0]) if ro and sc and ro[0]["seed"] == sc[0]["seed"] else ("-", "-")
@@ -128,12 +93,17 @@ def k_section(run: Run, images: list[Path]) -> list:
 # ---- section (iii): figures --------------------------------------------------------------------
 
 def thicket_text(run: Run) -> str:
+    """Members strictly above, equal to and below the base train score, counted apart: eight
+    members tied with a base at 0% are no thicket."""
     d, sigmas = plots.deltas(run)
-    parts = [f"sigma={s:g}: {int(((d >= -1e-12) & (sigmas == s)).sum())}/{int((sigmas == s).sum())}"
-             for s in sorted(set(sigmas.tolist()))]
-    share = int((d >= -1e-12).sum())
-    return (f"RandOpt members with train score >= the base model's: {share}/{d.size} "
-            f"({pct(share / d.size)}%); by sigma: {', '.join(parts)}.")
+    parts = []
+    for s in sorted(set(sigmas.tolist())):
+        above, equal, below = plots.thicket_counts(d[sigmas == s])
+        parts.append(f"sigma={s:g}: {above}/{equal}/{below}")
+    above, equal, below = plots.thicket_counts(d)
+    return (f"RandOpt members against the base model's train score: above {above}/{d.size} "
+            f"({pct(above / d.size)}%), equal {equal}/{d.size} ({pct(equal / d.size)}%), below "
+            f"{below}/{d.size} ({pct(below / d.size)}%); by sigma (above/equal/below): {', '.join(parts)}.")
 
 
 def figures_section(run: Run, flops: list[Path], thicket: list[Path]) -> list:
@@ -156,20 +126,21 @@ def figures_section(run: Run, flops: list[Path], thicket: list[Path]) -> list:
 def provenance_section(run: Run) -> list:
     proto, env = run.config.get("protocol", {}), run.environment
     n_test = sorted({r["n_test"] for r in run.rows})
-    items = [f"model: {proto.get('model') or 'smollm2 (embedded)'}", f"task: {proto.get('task')}",
+    items = [f"model: {proto.get('model') or EMBEDDED_MODEL}", f"task: {proto.get('task')}",
              f"split: n_train={proto.get('n_train')}, n_test={proto.get('n_test')} "
              f"(evaluated: {', '.join(map(str, n_test))})",
              f"seeds: {', '.join(map(str, run.seeds))}", f"preset: {proto.get('budget')}",
-             f"training budget per method: {fmt_flops(run.config.get('budget_flops'))} FLOPs",
+             f"training budget per method: {flops(run.config.get('budget_flops'))} FLOPs",
              f"max_new_tokens: {run.config.get('max_new_tokens_used', proto.get('max_new_tokens'))} "
              f"(preset {proto.get('max_new_tokens')}, capped by the task's own), K: {proto.get('k')}",
              f"protocol: {json.dumps(proto, sort_keys=True)}"]
     items += [f"method {name}: {json.dumps(cfg, sort_keys=True)}"
               for name, cfg in run.config.get("methods", {}).items()]
-    libs = env.get("libraries") or {}
+    libs = env.get("libraries") if isinstance(env.get("libraries"), dict) else {}
+    argv = env.get("argv") if isinstance(env.get("argv"), list) else []
     items += [f"python {env.get('python')} on {env.get('platform')}", f"git: {env.get('git_sha')}",
               "libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(libs.items())),
-              "argv: " + shlex.join(map(str, env.get("argv") or []))]
+              "argv: " + shlex.join(map(str, argv))]
     return [Heading(2, "Provenance"), Bullets(tuple(items))]
 
 
@@ -179,7 +150,8 @@ def notes_section(run: Run) -> list:
     notes, seen = [], set()
     for group in run.groups():
         r = group[0]
-        for text in r.get("info", {}).get("deviations") or []:
+        deviations = (r.get("info") or {}).get("deviations")
+        for text in deviations if isinstance(deviations, list) else []:
             if (r["method"], text) not in seen:  # one note per method, not per K or ensemble
                 seen.add((r["method"], text))
                 notes.append(f"{r['method']}: deviation: {text}")
@@ -193,73 +165,34 @@ def notes_section(run: Run) -> list:
             notes.append(text)
     for r in run.rows:
         if r.get("budget_flops") and (r.get("train_flops") or 0) > r["budget_flops"]:
-            notes.append(f"{r['label']} (seed {r['seed']}) spent {fmt_flops(r['train_flops'])} training "
-                         f"FLOPs, over its budget of {fmt_flops(r['budget_flops'])}")
+            notes.append(f"{r['label']} (seed {r['seed']}) spent {flops(r['train_flops'])} training "
+                         f"FLOPs, over its budget of {flops(r['budget_flops'])}")
     for group in run.groups():
         if len(group) < len(run.seeds):
             notes.append(f"{group[0]['label']}: results for {len(group)} of {len(run.seeds)} seeds "
                          "(the run is unfinished or was resumed with fewer methods)")
     notes += ["The base model's train score (seed*/base_train.json) is an analysis reference "
               "charged to no method.",
-              "Numbers quoted from the paper in README.md and PAPER.md are as reported (secondary "
+              "Numbers quoted from the paper in README.md and docs/paper.md are as reported (secondary "
               "notes on the paper), not reproduced by this run."]
     return [Heading(2, "Notes"), Bullets(tuple(notes))]
-
-
-# ---- lm-evaluation-harness cross-check (crosscheck.json, written by another tool) --------------
-
-def crosscheck_blocks(run_dir) -> list:
-    path = Path(run_dir) / "crosscheck.json"
-    if not path.is_file():
-        return []
-    rows = read_json(path).get("rows", [])
-    blocks = [Heading(2, "Cross-check against lm-evaluation-harness"), Para(
-        "The same responses scored by lm-evaluation-harness and by this harness; agreement is "
-        "the share of items where both score the same."), Table(
-        ("row", "items", "agree", "agreement %", "lm-eval acc %", "harness acc %", "same answer", "seed"),
-        tuple((r["label"], str(r["n"]), str(r["agree"]), pct(r["agreement"]), pct(r["lm_eval_accuracy"]),
-               pct(r["harness_accuracy"]), str(r.get("answers_identical", "-")), str(r.get("seed", "-")))
-              for r in rows))]
-    for r in rows:
-        bad = r.get("disagreements") or []
-        if not bad:
-            continue
-        more = len(bad) - MAX_DISAGREEMENTS
-        blocks += [Heading(3, f"Disagreements: {r['label']} ({len(bad)})"), Table(
-            ("id", "gold", "harness vote", "harness correct", "lm-eval response", "lm-eval correct"),
-            tuple((str(d["id"]), str(d["gold"]), str(d["harness_vote"]), str(d["harness_correct"]),
-                   clip(str(d["lm_eval_response"])), str(d["lm_eval_correct"])) for d in bad[:MAX_DISAGREEMENTS]))]
-        if more > 0:
-            blocks.append(Para(f"{more} more in crosscheck.json."))
-    return blocks
-
-
-def clip(text: str, n: int = 120) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[:n - 3] + "..."
-
-
-def crosscheck_section(run_dir) -> str:
-    """The cross-check as Markdown; "" when run_dir has no crosscheck.json."""
-    blocks = crosscheck_blocks(run_dir)
-    return markdown(blocks) if blocks else ""
 
 
 # ---- the report and the CLI --------------------------------------------------------------------
 
 def build_report(run_dir) -> tuple[Path, Path]:
-    """Write report.md, report.html and the figures into run_dir; return the two report paths."""
-    try:
-        run = load(run_dir)
-    except FileNotFoundError as exc:
-        raise UserError(str(exc)) from None
+    """Write report.md, report.html and the figures into run_dir; return the two report paths.
+    An unfinished run is reported too, with a banner, and said on stderr."""
+    run = load(run_dir)
     if not run.rows:
         raise UserError(f"{run_dir}: no seed*/<method>/rows.json yet; run `thicket compare` first")
-    flops, thicket, by_k = plots.plot_flops(run), plots.plot_thicket(run), plots.plot_k(run)
+    if run.missing:
+        print(f"thicket report: unfinished run: no results yet for {missing_text(run)}", file=sys.stderr, flush=True)
+    flops_png, thicket, by_k = plots.plot_flops(run), plots.plot_thicket(run), plots.plot_k(run)
     proto = run.config.get("protocol", {})
     title = f"thicket report: {proto.get('task')} / {run.path.resolve().name}"
-    blocks = [Heading(1, title), *results_section(run), *k_section(run, by_k),
-              *figures_section(run, flops, thicket), *crosscheck_blocks(run.path),
+    blocks = [Heading(1, title), *banner(run), *results_section(run), *k_section(run, by_k),
+              *figures_section(run, flops_png, thicket), *agreement.report_blocks(run.path),
               *provenance_section(run), *notes_section(run)]
     md, page = run.path / "report.md", run.path / "report.html"
     faults.point("report-writing")
@@ -269,11 +202,10 @@ def build_report(run_dir) -> tuple[Path, Path]:
 
 
 def publish(run_dir) -> None:
-    """After `compare`: table.md, report.md and report.html, and the table on the terminal."""
-    from harness.results import markdown_table
-
+    """After `compare`: table.md, report.md and report.html, and the table on the terminal
+    (the report's own cells: the same intervals)."""
     run = Path(run_dir)
-    table = markdown_table(read_json(run / "summary.json"))
+    table = terminal_table(load(run))
     (run / "table.md").write_text(table + "\n", encoding="utf-8")
     print("\n" + table + "\n", flush=True)
     md, html = build_report(run)

@@ -3,7 +3,7 @@
 Each table names a task, the methods the paper reports for it and the paper's model; the
 run is an ordinary `compare` (paper preset by default, so the same command resumes), then
 reproduce.md in the run folder lists, per method, our accuracy, the reported one (K=50 for
-votes, PAPER.md section 6, "as reported") and the difference in percentage points. A
+votes, docs/paper.md section 6, "as reported") and the difference in percentage points. A
 different model (`--model smollm2` for a CPU smoke run) or budget is stated in the file: those
 figures exercise the pipeline and are not comparable with the paper's.
 """

@@ -1,6 +1,12 @@
-"""Uncertainty of test accuracies over test items: bootstrap intervals and McNemar's exact test.
+"""Uncertainty of test accuracies over test items: exact binomial intervals for one accuracy,
+paired bootstrap intervals for differences, and McNemar's exact test.
 
 Pure functions of per-item correctness lists, deterministic for a fixed `seed`.
+
+A single accuracy gets the exact Clopper-Pearson interval (`binomial_ci`): it never collapses
+to [0, 0] or [1, 1] when every item is wrong or right, which a percentile bootstrap does (every
+resample of all-wrong items is all wrong). The bootstrap stays for paired differences, where
+both rows see the same resampled items.
 
 The bootstraps draw resampled *counts* instead of resampled index arrays: resampling n items
 with replacement from a 0/1 list gives a True count ~ Binomial(n, mean), and resampling pairs
@@ -10,7 +16,7 @@ O(n_boot * n), which matters for 10,000 resamples of 1,319 GSM8K items per row.
 """
 from __future__ import annotations
 
-from math import comb
+from math import comb, lgamma, log
 
 import numpy as np
 
@@ -27,6 +33,37 @@ def _percentiles(samples: np.ndarray, alpha: float) -> tuple[float, float]:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     lo, hi = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+def binomial_ci(correct, alpha: float = 0.05) -> tuple[float, float]:
+    """Exact Clopper-Pearson interval of the accuracy: the p whose binomial tails at the observed
+    count are alpha/2 (closed form at 0 and n, bisection on the exact tail elsewhere)."""
+    x = _as_bools(correct, "correct")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    k, n = int(x.sum()), int(x.size)
+    log_comb = np.array([lgamma(n + 1) - lgamma(i + 1) - lgamma(n - i + 1) for i in range(n + 1)])
+    lo = 0.0 if k == 0 else _bisect(lambda p: _tail_at_least(log_comb, k, p) < alpha / 2)
+    hi = 1.0 if k == n else _bisect(lambda p: _tail_at_least(log_comb, k + 1, p) < 1 - alpha / 2)
+    return lo, hi
+
+
+def _tail_at_least(log_comb: np.ndarray, k: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), n = len(log_comb) - 1, summed in log space (n may be
+    thousands: the terms underflow one by one, not their sum)."""
+    n = log_comb.size - 1
+    i = np.arange(k, n + 1)
+    logs = log_comb[k:] + i * log(p) + (n - i) * log(1 - p)
+    top = logs.max()
+    return float(np.exp(top) * np.exp(logs - top).sum())
+
+
+def _bisect(below, lo: float = 0.0, hi: float = 1.0) -> float:
+    """The boundary p in (0, 1) where `below(p)` (true for small p) turns false."""
+    for _ in range(60):  # 2**-60: far below any printed digit
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if below(mid) else (lo, mid)
+    return (lo + hi) / 2
 
 
 def bootstrap_ci(correct, n_boot: int = 10000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
