@@ -97,6 +97,10 @@ class RandOpt(Method):
                  f"K={list(ks)}, n_train={len(ctx.train_items)}")
         members = sample_members(ctx.protocol.seed, n, cfg.sigmas, cfg.noise)
         scores = ctx.score_population(members, "members", curve=lambda s: running_scores(s, max(ks)))
+        if max(scores) == 0:
+            dist.say("randopt: every member scores 0 on the train items, so the ranking cannot tell them apart "
+                     "(ties keep sampling order): this model is likely too small for the task (the paper sees no "
+                     "thicket below ~1B parameters); on CPU use TASK=arith, or a paper model on a GPU")
         order = rank(scores)
         ranking = [{"rank": r, "index": i, "seed": members[i].seed, "sigma": members[i].sigma,
                     "noise": cfg.noise, "score": scores[i]} for r, i in enumerate(order)]
