@@ -98,3 +98,15 @@ def test_plan_and_compare_agree_on_sizes(tiny_model_dir, tmp_path, capsys, one_t
 def test_plan_gpus_and_gpu_go_together(args, capsys):
     assert main(["plan", "--task", "arith", *args]) == 2
     assert "--gpus and --gpu go together" in capsys.readouterr().err
+
+
+def test_all_zero_scores_say_the_model_is_too_small(tiny_model_dir, tmp_path, capsys, one_thread, monkeypatch):
+    from harness.task import get_task
+
+    monkeypatch.setattr(get_task("arith"), "reward", lambda response, item: 0.0)
+    assert main(["compare", "--task", "arith", "--model", tiny_model_dir, "--methods", "randopt", "--budget", "smoke",
+                 "--n-train", "2", "--n-test", "2", "--max-new-tokens", "2", "--k", "1", "--set", "population=2",
+                 "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "the base model scores 0 on all 2 train items" in out
+    assert "every member scores 0" in out and "TASK=arith" in out
