@@ -20,8 +20,22 @@ stages/): the defaults below (4 rounds, N=30, sigma=1e-3, K=8, S=16, M=8, LoRA r
 alpha 384 / dropout 0.05 on every linear layer, lr 1e-4, cosine schedule after 10% warm-up,
 2 epochs, effective batch 1024, SFT from the base on the cumulative deduplicated traces),
 the selection rule, and majority votes over every sample (duplicates included).
-Deviations, also in info["deviations"]: see `deviations()`. The authors' 'continual' variant
-(SFT warm-started from the last round) is not offered.
+Deviations (each also in info["deviations"], built by `deviations()`):
+- presets shrink N, K, S, M, the LoRA rank/alpha and the batch for CPU (with the shared
+  n_train and max_new_tokens);
+- members are scored on the shared n_train items by mean task reward (authors: 256
+  questions, by accuracy: the same where the reward is correctness);
+- rollouts go over the same n_train items by default (authors: the whole train split,
+  `train_items=full`);
+- the unperturbed model is a top-K candidate, as docs/paper.md section 7 says; the released
+  search scores it for reference only (`base_candidate=false`);
+- the number of rounds follows from the FLOP budget; every round is reported, the last as
+  the headline (the authors keep the round with the best test accuracy, a selection on
+  the test split);
+- traces are re-tokenized from their decoded text (authors: the sampled token ids), and the
+  S samples per question are S generation passes, each processing (and charging) the prompt;
+- float32 without gradient checkpointing on CPU (authors: bf16, gradient checkpointing).
+The authors' 'continual' variant (SFT warm-started from the last round) is not offered.
 
 Compute (ledger): the search and the rollouts are forward passes over the tokens processed
 (2P each); SFT charges every trace token (prompt and completion, each epoch) through a
