@@ -164,7 +164,12 @@ class Plan:
     slot: float
     """Worst-case SFT FLOPs of one more trace on every question (all epochs)."""
 
+    def tokens(self, tokenizer, traces: list[Sample]) -> int:
+        """Tokens of one SFT pass over `traces` (prompts and completions)."""
+        return sum(map(len, sft_examples(tokenizer, self.prompt_ids, traces)["input_ids"]))
+
     def sft(self, cfg: Config, tokens: int) -> float:
+        """FLOPs of fine-tuning on `tokens` tokens for every epoch."""
         return cfg.epochs * tokens * flops_per_token(self.passes)
 
 
@@ -252,8 +257,8 @@ class IterativeRandOpt(Method):
         cfg = self.config
         ensembles, union, paper = [], [], 0.0
         for r in range(1, cfg.rounds + 1):
-            known = sum(map(len, sft_examples(ctx.tokenizer, plan.prompt_ids, union)["input_ids"]))
-            need = plan.search + plan.rollouts + plan.sft(cfg, known if cfg.cumulative else 0) + cfg.max_traces * plan.slot
+            known = plan.sft(cfg, plan.tokens(ctx.tokenizer, union)) if cfg.cumulative else 0.0
+            need = plan.search + plan.rollouts + known + cfg.max_traces * plan.slot
             if not self._affords(ctx, need, f"round {r}"):
                 break
             members, scores, kept = self._search(ctx, r)
@@ -266,23 +271,18 @@ class IterativeRandOpt(Method):
                                     "raise samples or top_k, or use a task the model sometimes solves")
                 dist.say(f"{NAME}: round {r} kept no trace; stopping")
                 break
-            examples = sft_examples(ctx.tokenizer, plan.prompt_ids, union)
-            if not self._affords(ctx, plan.sft(cfg, sum(map(len, examples["input_ids"]))), f"round {r}'s SFT"):
+            if not self._affords(ctx, plan.sft(cfg, plan.tokens(ctx.tokenizer, union)), f"round {r}'s SFT"):
                 break
             self._write_traces(ctx, plan, r, traces)
-            adapter, record = self._distil(ctx, r, examples, original, micro)
+            adapter, record = self._distil(ctx, r, sft_examples(ctx.tokenizer, plan.prompt_ids, union), original, micro)
             charge(ctx.ledger, plan.passes, record["tokens"])
             centre(ctx, original, adapter)
             paper += self._paper_flops(ctx, plan, len(union))
-            kept_scores = [scores[m.index] for m in kept]
-            ctx.record_curve(r, train_reward=float(np.mean(kept_scores)), best_member=max(scores),
+            ctx.record_curve(r, train_reward=float(np.mean([scores[m.index] for m in kept])), best_member=max(scores),
                              centre=scores[0], rollout_accuracy=accuracy, traces=len(union))
-            info = {"round": r, "final": False, "population": cfg.population, "top_k": cfg.top_k,
-                    "samples": cfg.samples, "max_traces": cfg.max_traces, "round_traces": len(traces),
-                    "traces": len(union), "sft_tokens": record["tokens"], "sft_steps": record["steps"],
-                    "train_flops_at_row": ctx.ledger.train, "paper_train_flops": paper, "paper_formula": PAPER_FORMULA,
-                    "sft_passes": [f"{p.kind}: {p.why}" for p in plan.passes],
-                    "deviations": deviations(cfg, len(ctx.train_items), len(plan.items))}
+            info = {"round": r, "final": False, "round_traces": len(traces), "traces": len(union),
+                    "sft_tokens": record["tokens"], "sft_steps": record["steps"], "paper_train_flops": paper,
+                    "train_flops_at_row": ctx.ledger.train, **self._facts(ctx, plan)}
             ensembles.append(Ensemble(f"{NAME} r{r}", [Voter(f"r{r}", adapter=str(adapter))], ks=(1,), info=info))
             dist.say(f"{NAME}: round {r} done: kept {len(traces)} traces ({len(union)} in all), "
                      f"SFT {record['steps']} steps, train FLOPs {ctx.ledger.train:.3g}")
@@ -290,10 +290,18 @@ class IterativeRandOpt(Method):
             ensembles[-1].info["final"] = True
         return ensembles
 
+    def _facts(self, ctx, plan: Plan) -> dict:
+        """What every round's row states besides its own figures."""
+        cfg = self.config
+        return {"population": cfg.population, "top_k": cfg.top_k, "samples": cfg.samples,
+                "max_traces": cfg.max_traces, "paper_formula": PAPER_FORMULA,
+                "sft_passes": [f"{p.kind}: {p.why}" for p in plan.passes],
+                "deviations": deviations(cfg, len(ctx.train_items), len(plan.items))}
+
     def _affords(self, ctx, flops: float, what: str) -> bool:
         if ctx.ledger.affords(flops):
             return True
-        dist.say(f"{NAME}: stopping before {what}: its worst case {flops:.3g} FLOPs exceeds the "
+        dist.say(f"{NAME}: stopping before {what}: it may cost {flops:.3g} FLOPs, more than the "
                  f"{ctx.ledger.remaining():.3g} left")
         return False
 
