@@ -229,8 +229,11 @@ def drop_weights(folder: Path) -> None:
 
 
 def row_dict(row: Row, ledger: Ledger, seed: int, train_wall: float, wall: float) -> dict:
+    # a method returning one model per stage (iterative_randopt's rounds) gives each row the
+    # training FLOPs spent up to that model; otherwise a row carries the method's total
+    train_flops = row.info.get("train_flops_at_row", ledger.train)
     return {"method": row.method, "name": row.name, "label": row.label, "k": row.k, "seed": seed,
-            "accuracy": row.accuracy, "n_test": row.n_test, "train_flops": ledger.train,
+            "accuracy": row.accuracy, "n_test": row.n_test, "train_flops": train_flops,
             "paper_train_flops": row.info.get("paper_train_flops"), "budget_flops": ledger.budget,
             "test_flops": row.test_flops, "test_flops_per_item": row.test_flops / row.n_test,
             "train_wall_s": train_wall, "wall_s": wall, "info": row.info,

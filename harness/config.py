@@ -17,10 +17,16 @@ from harness.errors import UserError
 PRESETS: dict[str, dict] = {
     "smoke": {"n_train": 16, "n_test": 32, "max_new_tokens": 64, "k": (1, 3, 5), "randopt.population": 8,
               "es.population": 4, "grpo.batch_prompts": 2, "grpo.num_generations": 4,
-              "ppo.batch_prompts": 4, "ppo.mini_batch": 2},
+              "ppo.batch_prompts": 4, "ppo.mini_batch": 2,
+              "iterative_randopt.population": 1, "iterative_randopt.top_k": 1, "iterative_randopt.samples": 1,
+              "iterative_randopt.max_traces": 1, "iterative_randopt.lora_rank": 8, "iterative_randopt.lora_alpha": 16,
+              "iterative_randopt.batch_size": 2, "iterative_randopt.micro_batch": 2},
     "small": {"n_train": 64, "n_test": 128, "max_new_tokens": 256, "k": (1, 5, 10), "randopt.population": 32,
               "es.population": 8, "grpo.batch_prompts": 4, "grpo.num_generations": 8,
-              "ppo.batch_prompts": 16, "ppo.mini_batch": 8},
+              "ppo.batch_prompts": 16, "ppo.mini_batch": 8,
+              "iterative_randopt.population": 4, "iterative_randopt.top_k": 2, "iterative_randopt.samples": 2,
+              "iterative_randopt.max_traces": 1, "iterative_randopt.lora_rank": 32, "iterative_randopt.lora_alpha": 64,
+              "iterative_randopt.batch_size": 4, "iterative_randopt.micro_batch": 4},
     "paper": {"n_train": 200, "n_test": None, "max_new_tokens": 1024, "k": (1, 5, 10, 20, 50),
               "randopt.population": 5000},
 }

@@ -60,6 +60,8 @@ class Evaluator:
         self.perturber.restore()
         if voter.weights:
             self.perturber.load_file(voter.weights)
+        if voter.adapter:  # merged in place, restored below like a perturbation
+            self.perturber.add_adapter(voter.adapter)
         if voter.seed is not None:  # on top of the trained weights, if any (ES + vote)
             self.perturber.add_noise(voter.seed, voter.sigma, voter.noise)
         try:

@@ -21,8 +21,8 @@ DEFAULT_METHODS = ("base", "self_consistency", "randopt", "es", "grpo", "ppo")
 
 @dataclass(frozen=True)
 class Voter:
-    """How to set the model up for one vote: base or trained weights, then an optional
-    perturbation, then greedy or sampled decoding.
+    """How to set the model up for one vote: base or trained weights, an optional LoRA adapter,
+    then an optional perturbation, then greedy or sampled decoding.
 
     A perturbed member is (seed, sigma, noise): a few bytes that regenerate its weights.
     """
@@ -34,6 +34,8 @@ class Voter:
     noise: str = "iid"
     weights: str | None = None
     """Path of a safetensors file of trained weights (ES, GRPO, PPO)."""
+    adapter: str | None = None
+    """Path of a peft LoRA adapter folder, merged into the weights (after `weights`) for this vote."""
     temperature: float = 0.0
     """0 is greedy; > 0 samples (self-consistency)."""
     sample_seed: int = 0

@@ -92,6 +92,20 @@ class Perturber:
         tensors = load_file(path)
         self.load([tensors[name] for name, _ in self.params])
 
+    @torch.no_grad()
+    def add_adapter(self, path: str) -> None:
+        """theta <- theta + a peft LoRA adapter's merged delta, in place: the weights peft's
+        merge_and_unload would give, without a second copy of the model on disk or in memory.
+        Restorable like a perturbation."""
+        from harness.distil import lora_deltas
+
+        named = dict(self.params)
+        for name, delta in lora_deltas(path):
+            if name not in named:
+                raise ValueError(f"adapter {path} adapts {name!r}, which this model does not have")
+            named[name].add_(delta.to(named[name].device))  # in the weight's dtype, as peft's merge
+        self.dirty = True
+
     def save_file(self, path: str) -> None:
         """Save the current weights (every distinct parameter) for a later `load_file`."""
         from safetensors.torch import save_file

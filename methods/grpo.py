@@ -102,13 +102,16 @@ class Config:
 
 
 def rollout_passes(cfg: Config, n_params: int, trainable: int | None = None) -> list[Pass]:
-    """What TRL runs over every rollout token: a pass list the ledger charges per token."""
-    passes = [Pass("forward", n_params, "generation"), Pass("forward", n_params, "policy loss"),
-              Pass("backward", n_params, "policy loss", trainable)]
+    """What TRL runs over every rollout token: a pass list the ledger charges per token.
+    With LoRA (`trainable` adapter weights) the policy runs through base and adapters, P + T;
+    the reference is the base alone (peft disables the adapters for it)."""
+    policy = n_params + (trainable or 0)
+    passes = [Pass("forward", policy, "generation"), Pass("forward", policy, "policy loss"),
+              Pass("backward", policy, "policy loss", trainable)]
     if cfg.beta > 0:
         passes.append(Pass("forward", n_params, "reference log-probs"))
     if cfg.updates_per_step > 1:  # TRL recomputes old log-probs when a rollout feeds several updates
-        passes.append(Pass("forward", n_params, "old-policy log-probs"))
+        passes.append(Pass("forward", policy, "old-policy log-probs"))
     return passes
 
 
@@ -128,7 +131,7 @@ class GRPO(Method):
         prompts, passes, worst = step_cost(sizing, cfg)
         steps = affordable_steps(sizing, worst, cfg.max_steps, "grpo")
         sequences = steps * cfg.batch_prompts * cfg.num_generations
-        update = sequences * (prompts.max_len + sizing.max_new_tokens) * (flops_per_token(passes) - 2 * sizing.n_params)
+        update = sequences * (prompts.max_len + sizing.max_new_tokens) * (flops_per_token(passes) - passes[0].flops_per_token)
         return Work(sizes={"steps": steps, "B": cfg.batch_prompts, "G": cfg.num_generations},
                     train_flops=steps * worst, generated_sequences=sequences, update_flops=update,
                     note=f"{cfg.updates_per_step} update(s) per step, train_items={cfg.train_items}")

@@ -117,11 +117,13 @@ def value_params(model) -> int:
 
 def rollout_passes(cfg: Config, n_params: int, n_value: int, trainable: int | None = None) -> list[Pass]:
     """What TRL runs over every rollout token (the reward costs nothing: it is a rule).
-    `trainable`: the policy's trained weights (LoRA); the critic always trains fully."""
-    passes = [Pass("forward", n_params, "generation"), Pass("forward", n_params, "reference log-probs"),
+    `trainable`: the policy's LoRA adapter weights T (the policy then runs through P + T; the
+    reference is the base alone); the critic always trains fully."""
+    policy = n_params + (trainable or 0)
+    passes = [Pass("forward", policy, "generation"), Pass("forward", n_params, "reference log-probs"),
               Pass("forward", n_value, "values")]
     for _ in range(cfg.num_ppo_epochs):
-        passes += [Pass("forward", n_params, "policy loss"), Pass("backward", n_params, "policy loss", trainable),
+        passes += [Pass("forward", policy, "policy loss"), Pass("backward", policy, "policy loss", trainable),
                    Pass("forward", n_value, "value loss"), Pass("backward", n_value, "value loss")]
     return passes
 
@@ -141,7 +143,7 @@ class PPO(Method):
         prompts, passes, worst = step_cost(sizing, cfg)
         steps = affordable_steps(sizing, worst, cfg.max_steps, "ppo")
         sequences = steps * cfg.batch_prompts
-        update = sequences * (prompts.max_len + sizing.max_new_tokens) * (flops_per_token(passes) - 2 * sizing.n_params)
+        update = sequences * (prompts.max_len + sizing.max_new_tokens) * (flops_per_token(passes) - passes[0].flops_per_token)
         return Work(sizes={"steps": steps, "B": cfg.batch_prompts}, train_flops=steps * worst,
                     generated_sequences=sequences, update_flops=update,
                     note=f"{cfg.num_ppo_epochs * cfg.batch_prompts // cfg.mini} update(s) per step, critic included")

@@ -224,9 +224,19 @@ def test_lora_backward_is_charged_for_the_adapters_peft_trains(name, tiny_model_
     module, P = importlib.import_module(f"methods.{name}"), ctx.ledger.n_params
     full = module.step_cost(ctx.sizing, method(name).config)[1]
     lora = module.step_cost(ctx.sizing, method(name, lora_rank=2).config)[1]
-    policy_backward = [p for p in lora if p.kind == "backward" and p.n_params == P]
-    assert [p.flops_per_token for p in policy_backward] == [2 * P + 2 * trainable]
-    assert flops_per_token(full) - flops_per_token(lora) == 2 * (P - trainable)
+    T = trainable
+    # the policy runs base and adapters unmerged (P + T); its backward computes activation
+    # gradients through all of it (2(P + T)) and weight gradients for the adapters only (2T)
+    policy_backward = [p for p in lora if p.kind == "backward" and p.n_params == P + T]
+    assert [p.flops_per_token for p in policy_backward] == [2 * (P + T) + 2 * T] * len(policy_backward)
+    assert policy_backward and all(p.trainable == T for p in policy_backward)
+    # pass by pass: the same passes, the policy's through P + T, the frozen reference through P
+    assert [(p.kind, p.why) for p in full] == [(p.kind, p.why) for p in lora]
+    for f, l in zip(full, lora):
+        if "reference" in l.why or f.n_params != P:
+            assert l.n_params == f.n_params
+        else:
+            assert l.n_params == P + T
 
 
 def test_ledger_callback_charges_once_and_stops_before_overspending():
@@ -307,3 +317,4 @@ def test_same_seed_same_weights_whatever_ran_before(name, tiny_model_dir, tmp_pa
         [ensemble] = method(name, lora_rank=2, max_steps=1).train(ctx)
         trained.append(load_file(ensemble.voters[0].weights))
     assert all(torch.equal(trained[0][n], trained[1][n]) for n in trained[0])
+

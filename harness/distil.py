@@ -1,0 +1,179 @@
+"""Distilling sampled answers into one model: which traces to keep, LoRA SFT through TRL, and
+the adapter it leaves behind (docs/paper.md section 7, iterative RandOpt's distillation step).
+
+- `select_traces`: pure rejection sampling for one question. Every sample votes (its vote
+  key, duplicates included); distinct texts that are correct are ranked by (answer differs
+  from the majority answer, then length in generated tokens), the first `max_traces` kept.
+  Incorrect samples are never kept. This is the authors' rule (their rejection.py).
+- `merge_traces`: the union of several rounds' traces, deduplicated by (question, text).
+- `sft_examples`: traces as token ids, prompt tokenized exactly as the harness's engine does
+  (no special tokens added), completion re-tokenized from its text plus EOS, and a mask so
+  the loss covers the completion only.
+- `train_lora`: TRL's SFTTrainer with a peft LoRA config on a given model, resumed from the
+  last COMPLETE checkpoint, saving the adapter (peft's small files, plus sft.json with the
+  tokens processed) into place with one atomic rename; the folder's presence means "done".
+- `lora_deltas`: (parameter name, B @ A * scaling) per adapted weight of an adapter folder,
+  the same arithmetic as peft's merge, so `Perturber.add_adapter` can merge it in place.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from harness import distributed as dist
+from harness.vote import majority
+
+ADAPTER_PREFIX = "base_model.model."
+"""peft's key prefix in adapter_model.safetensors, in front of the base model's module names."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled answer to one question."""
+
+    item: int
+    """Index of the question in the list the samples answer."""
+    text: str | None
+    """The decoded completion (None where it is not kept on disk: incorrect samples)."""
+    key: str
+    """The task's vote key of the completion ("" abstains)."""
+    correct: bool
+    tokens: int
+    """Generated tokens, EOS included: the length a trace is ranked by."""
+
+
+def select_traces(samples: list[Sample], max_traces: int) -> list[Sample]:
+    """The kept traces of ONE question, best first; `samples` in sampling order."""
+    top = majority([s.key for s in samples])
+    seen, distinct = set(), []
+    for s in samples:
+        if s.correct and s.text not in seen:
+            seen.add(s.text)
+            distinct.append(s)
+    distinct.sort(key=lambda s: (s.key != top, s.tokens))  # stable: ties keep sampling order
+    return distinct[:max_traces]
+
+
+def select_all(samples: list[Sample], max_traces: int) -> list[Sample]:
+    """`select_traces` per question, questions in index order."""
+    by_item: dict[int, list[Sample]] = {}
+    for s in samples:
+        by_item.setdefault(s.item, []).append(s)
+    return [t for i in sorted(by_item) for t in select_traces(by_item[i], max_traces)]
+
+
+def merge_traces(*rounds: list[Sample]) -> list[Sample]:
+    """The union of rounds' traces in round order, each (question, text) once."""
+    seen, out = set(), []
+    for traces in rounds:
+        for t in traces:
+            if (t.item, t.text) not in seen:
+                seen.add((t.item, t.text))
+                out.append(t)
+    return out
+
+
+def sft_examples(tokenizer, prompt_ids: list[list[int]], traces: list[Sample]) -> dict:
+    """{"input_ids", "completion_mask"} per trace: prompt ids + completion ids + EOS."""
+    eos = tokenizer.eos_token_id
+    input_ids, masks = [], []
+    for t in traces:
+        completion = tokenizer(t.text, add_special_tokens=False).input_ids + [eos]
+        input_ids.append(list(prompt_ids[t.item]) + completion)
+        masks.append([0] * len(prompt_ids[t.item]) + [1] * len(completion))
+    return {"input_ids": input_ids, "completion_mask": masks}
+
+
+def lora_config(rank: int, alpha: int, dropout: float):
+    """LoRA on every linear layer but the output head (peft's "all-linear"), as the authors'
+    q, k, v, o, gate, up and down projections on Llama-style models."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint-N whose trainer_state.json (the Trainer writes it last) parses:
+    a checkpoint cut short by a kill is skipped, so training resumes from a whole one."""
+    if not folder.is_dir():
+        return None
+    steps = sorted((int(p.name.split("-")[1]) for p in folder.glob("checkpoint-*")
+                    if p.name.split("-")[1].isdigit()), reverse=True)
+    for step in steps:
+        try:
+            json.loads((folder / f"checkpoint-{step}" / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return str(folder / f"checkpoint-{step}")
+    return None
+
+
+def train_lora(model, tokenizer, examples: dict, args: dict, lora, adapter_dir: Path, callbacks=()) -> dict:
+    """LoRA SFT of `model` on `examples`, resumed from the last complete checkpoint; returns the
+    record saved as sft.json (tokens processed, optimizer steps, examples).
+
+    `args` are SFTConfig fields (output_dir holds the checkpoints). The adapter and its record
+    appear together (rename of a finished folder); the checkpoints are removed then. The copy
+    of the tokenizer in `tokenizer` may be changed by TRL.
+    """
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from methods._trl import quiet
+
+    config = SFTConfig(**args, completion_only_loss=True, max_length=None, packing=False,
+                       include_num_input_tokens_seen="non_padding", save_strategy="steps", save_total_limit=1)
+    set_seed(config.seed)  # the LoRA init draws from the global generator before the Trainer seeds it
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_dict(examples),
+                         processing_class=tokenizer, peft_config=lora, callbacks=list(callbacks))
+    quiet(trainer)
+    trainer.train(resume_from_checkpoint=last_complete_checkpoint(Path(config.output_dir)))
+    record = {"tokens": int(trainer.state.num_input_tokens_seen), "steps": trainer.state.global_step,
+              "examples": len(examples["input_ids"])}
+    if dist.is_main():
+        tmp = adapter_dir.with_name(adapter_dir.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(tmp))
+        (tmp / "sft.json").write_text(json.dumps(record))
+        os.replace(tmp, adapter_dir)
+        shutil.rmtree(config.output_dir, ignore_errors=True)  # optimizer state: dead weight now
+    dist.barrier()
+    return record
+
+
+def finished_adapter(adapter_dir: Path) -> dict | None:
+    """sft.json of an adapter `train_lora` finished, or None."""
+    path = adapter_dir / "sft.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def lora_deltas(path: str) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
+    """(base parameter name, delta) for each weight a peft LoRA adapter folder adapts.
+
+    delta = (B @ A) * scaling, transposed for fan_in_fan_out layers: peft's own get_delta_weight,
+    so adding it to the weight gives merge_and_unload's weights bit for bit. Adapter kinds
+    peft merges differently (DoRA, per-module ranks, trained biases, saved modules) are refused.
+    """
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    cfg = LoraConfig.from_pretrained(path)
+    unsupported = [name for name, on in (("use_dora", cfg.use_dora), ("rank_pattern", cfg.rank_pattern),
+                                         ("alpha_pattern", cfg.alpha_pattern), ("lora_bias", cfg.lora_bias),
+                                         ("modules_to_save", cfg.modules_to_save)) if on]
+    if unsupported:
+        raise ValueError(f"adapter {path}: {', '.join(unsupported)} not supported (plain LoRA only)")
+    scaling = cfg.lora_alpha / (math.sqrt(cfg.r) if cfg.use_rslora else cfg.r)
+    weights = load_file(str(Path(path) / "adapter_model.safetensors"))
+    for key in sorted(k for k in weights if k.endswith(".lora_A.weight")):
+        module = key[:-len(".lora_A.weight")]
+        delta = weights[f"{module}.lora_B.weight"] @ weights[key]
+        delta = (delta.T if cfg.fan_in_fan_out else delta) * scaling
+        yield module.removeprefix(ADAPTER_PREFIX) + ".weight", delta
