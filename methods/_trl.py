@@ -412,6 +412,8 @@ def load_result(out_dir: Path) -> dict | None:
     result = json.loads(path.read_text())
     if not Path(result["weights"]).is_file():
         return None
+    if dist.is_main():  # killed between the record and the clean-up: finish the clean-up now
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return result
 
 

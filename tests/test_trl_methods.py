@@ -318,3 +318,14 @@ def test_same_seed_same_weights_whatever_ran_before(name, tiny_model_dir, tmp_pa
         trained.append(load_file(ensemble.voters[0].weights))
     assert all(torch.equal(trained[0][n], trained[1][n]) for n in trained[0])
 
+
+def test_a_finished_record_found_on_resume_removes_leftover_checkpoints(tmp_path):
+    """Killed between writing result.json and deleting the checkpoints (GBs at scale): the rerun
+    reuses the record and finishes the clean-up, even though it trains nothing."""
+    from methods._trl import load_result, write_result
+
+    (tmp_path / "policy.safetensors").write_bytes(b"w")
+    write_result(tmp_path, {"weights": str(tmp_path / "policy.safetensors"), "tokens": 1, "info": {}})
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    assert load_result(tmp_path)["tokens"] == 1
+    assert not (tmp_path / "checkpoints").exists()
