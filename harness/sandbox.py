@@ -277,11 +277,11 @@ def run_one(program: Program, limits: Limits, how: str, slot: int) -> Outcome:
 def _kill(proc, isolated: bool) -> None:
     """Kill a timed-out child so that nothing is left, zombies included (PID 1 here reaps none).
 
-    Isolated: kill the namespace's first process, which makes the kernel kill and reap the rest,
-    and let `unshare` reap it and exit; killing `unshare` itself would orphan that process."""
+    Isolated: kill the namespace's first process (the child of `unshare`), which makes the kernel
+    kill and reap the rest, and let `unshare` reap it; killing `unshare` would orphan it."""
     if isolated:
-        for pid in _children(proc.pid):
-            _signal(pid)
+        for pid in [pid for pid, ppid, _ in _processes() if ppid == proc.pid]:
+            _sigkill(pid)
         try:
             proc.wait(timeout=5)
             return
@@ -292,14 +292,6 @@ def _kill(proc, isolated: bool) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:  # kernels without CONFIG_PROC_CHILDREN: look at every process's parent
-        return [p for p, ppid, _ in _processes() if ppid == pid]
 
 
 def _processes() -> list[tuple[int, int, int]]:
@@ -315,7 +307,7 @@ def _processes() -> list[tuple[int, int, int]]:
     return found
 
 
-def _signal(pid: int) -> None:
+def _sigkill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -326,7 +318,7 @@ def _sweep(uid: int) -> None:
     """Mode uid: kill what the uid left running and delete what it left in world-writable places."""
     for pid, _, owner in _processes():
         if owner == uid:
-            _signal(pid)
+            _sigkill(pid)
     for folder in WORLD_WRITABLE:
         try:
             entries = list(os.scandir(folder))
