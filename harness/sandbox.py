@@ -275,10 +275,11 @@ def run_one(program: Program, limits: Limits, how: str, slot: int) -> Outcome:
 
 
 def _kill(proc, isolated: bool) -> None:
-    """Kill a timed-out child so that nothing is left, zombies included (PID 1 here reaps none).
+    """Kill a timed-out child so that nothing is left running and every process is reaped.
 
     Isolated: kill the namespace's first process (the child of `unshare`), which makes the kernel
-    kill and reap the rest, and let `unshare` reap it; killing `unshare` would orphan it."""
+    kill and reap the rest, and let `unshare` reap it; killing `unshare` instead would orphan that
+    process (and, had it left the process group, leave it running: `--kill-child` is the backstop)."""
     if isolated:
         for pid in [pid for pid, ppid, _ in _processes() if ppid == proc.pid]:
             _sigkill(pid)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 
 from harness.errors import UserError
-from harness.sandbox import Limits, Program, run_all
+from harness.sandbox import Limits, Program, mode, run_all
 from harness.task import Item, Task, data_file, load_hub, read_jsonl
 
 SYSTEM = "You are a Python programming assistant. Write clean, correct Python code to solve the given problem."
@@ -89,6 +89,7 @@ class Mbpp(Task):
         if split not in self.splits:
             raise UserError(f"mbpp has no split {split!r}; use one of {', '.join(self.splits)}")
         rows = self._rows(data_dir)
+        mode()  # a machine that cannot run code safely says so now, before any generation
         rows = rows[:TRAIN_SIZE] if split == "train" else rows[TRAIN_SIZE:]
         return [self._item(split, i, row) for i, row in enumerate(rows)]
 

@@ -150,3 +150,11 @@ def test_errors(tmp_path, data_dir):
     (tmp_path / "mbpp" / "mbpp.jsonl").write_text(json.dumps(row) + "\n")
     with pytest.raises(UserError, match="lacks task_id 602"):
         MBPP.load("train", str(tmp_path))
+
+
+def test_a_machine_that_cannot_run_code_fails_at_load(monkeypatch, data_dir):
+    def refuse():
+        raise UserError("cannot run model-written code safely")
+    monkeypatch.setattr(mbpp, "mode", refuse)
+    with pytest.raises(UserError, match="cannot run model-written code"):
+        MBPP.load("train", data_dir)

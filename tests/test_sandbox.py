@@ -19,9 +19,15 @@ ISOLATED = "isolated"
 HERE = Path(__file__).resolve().parent
 
 
+def ours(uid: int) -> bool:
+    """A sandbox uid of this test process (other runs on the machine have their own)."""
+    first = sandbox.UID_BASE + (os.getpid() % 4_000_000) * 256
+    return first <= uid < first + 256
+
+
 def sandbox_processes() -> list[int]:
-    """Processes that run as a sandbox uid, and zombies left to PID 1 or to this process."""
-    found = [pid for pid, _, uid in sandbox._processes() if uid >= sandbox.UID_BASE]
+    """Processes that run as one of our sandbox uids, and zombies left to this process."""
+    found = [pid for pid, _, uid in sandbox._processes() if ours(uid)]
     for pid, ppid, _ in sandbox._processes():
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -33,11 +39,11 @@ def sandbox_processes() -> list[int]:
 
 
 def sandbox_files() -> list[str]:
-    """Entries in world-writable places that belong to a sandbox uid."""
+    """Entries in world-writable places that belong to one of our sandbox uids."""
     found = []
     for folder in sandbox.WORLD_WRITABLE:
         try:
-            found += [e.path for e in os.scandir(folder) if e.stat(follow_symlinks=False).st_uid >= sandbox.UID_BASE]
+            found += [e.path for e in os.scandir(folder) if ours(e.stat(follow_symlinks=False).st_uid)]
         except OSError:
             continue
     return found
