@@ -78,6 +78,18 @@ def test_comparison_flags_model_and_budget():
     assert "| randopt |" in text and "| ppo |" not in text  # only what the table reports
 
 
+@pytest.mark.parametrize("name, task", [("qwen2.5-3b-olympiadbench", "olympiadbench"), ("qwen2.5-3b-mbpp", "mbpp")])
+def test_table4_rows_for_the_new_tasks(name, task):
+    table = rep.get_table(name)
+    assert (table.task, table.model, table.methods) == (task, "Qwen/Qwen2.5-3B-Instruct", rep.TABLE4)
+    assert rep.reported(name) == QWEN3B[task] and len(QWEN3B[task]) == 6
+    text = rep.comparison(name, [rows("base", 1, 0.25), rows("es+vote", 5, 0.40)], None, "smoke")
+    body = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert body == ["| method", "| base", "| ppo", "| grpo", "| es", "| randopt", "| es+vote"]
+    assert f"| base | 25.0 | 1 | {QWEN3B[task]['base']:.1f} | 1 |" in text
+    assert f"| es+vote | 40.0 | 5 | {QWEN3B[task]['es+vote']:.1f} | 50 |" in text
+
+
 def test_unknown_table():
     with pytest.raises(UserError, match="qwen2.5-3b-gsm8k"):
         rep.get_table("llama-gsm8k")
@@ -115,6 +127,21 @@ def test_reproduce_end_to_end_on_the_tiny_model(tiny_model_dir, data_dir, tmp_pa
     assert "Not comparable: different model" in text
     assert re.search(r"\| base \| [\d.]+ \| 1 \| 39\.9 \| 1 \| [+-][\d.]+ \|", text)
     assert re.search(r"\| randopt \| [\d.]+ \| 2 \| 61\.2 \| 50 \| [+-][\d.]+ \|", text)
+
+
+def test_reproduce_mbpp_on_the_tiny_model(tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    """A Table 4 row runs at a small budget like the others: model-written code goes through the sandbox."""
+    import torch
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    args = Namespace(list=False, table="qwen2.5-3b-mbpp", model=tiny_model_dir, budget="smoke", data_dir=data_dir,
+                     methods="base", n_train=2, n_test=3, max_new_tokens=4, seeds=1, k=None, set=[],
+                     results=str(tmp_path))
+    assert rep.run(args) == 0
+    (out,) = tmp_path.glob("mbpp/*/reproduce.md")
+    text = out.read_text()
+    assert re.search(r"\| base \| [\d.]+ \| 1 \| 69\.5 \| 1 \| [+-][\d.]+ \|", text)
+    assert "- ppo: not run (--methods)" in text and "| es+vote | - | - | 76.3 | 50 | - |" in text
 
 
 def test_runnable_notes_what_is_not_run(monkeypatch):

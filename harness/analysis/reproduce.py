@@ -21,6 +21,7 @@ from harness.errors import UserError
 REPORTED = Path(__file__).with_name("paper_results.json")
 VOTES = ("randopt", "es+vote", "self_consistency")  # reported at K=50; ours at the largest K run
 ALL = ("base", "ppo", "grpo", "es", "randopt", "self_consistency")
+TABLE4 = ("base", "ppo", "grpo", "es", "randopt")  # the paper's Table 4 columns (ES also gives es+vote)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ TABLES = {
     "qwen2.5-3b-countdown": Table("countdown", QWEN3B, ALL),
     "qwen2.5-3b-gsm8k": Table("gsm8k", QWEN3B, ALL),
     "qwen2.5-3b-math500": Table("math500", QWEN3B, ALL),
+    "qwen2.5-3b-olympiadbench": Table("olympiadbench", QWEN3B, TABLE4),
+    "qwen2.5-3b-mbpp": Table("mbpp", QWEN3B, TABLE4),
     "qwen2.5-1.5b-gsm8k": Table("gsm8k", QWEN15B, ("base", "grpo", "es", "randopt")),
     "qwen2.5-0.5b-gsm8k": Table("gsm8k", QWEN05B, ("base", "randopt")),
     "olmo-3-7b-gsm8k": Table("gsm8k", OLMO, ("base", "randopt")),
@@ -100,7 +103,8 @@ def default_model(table: Table, budget: str) -> str | None:
 
 
 def list_tables() -> str:
-    return "\n".join(f"{name:22s} task={t.task:10s} model={t.model}  methods={','.join(t.methods)}"
+    width, task_width = max(map(len, TABLES)), max(len(t.task) for t in TABLES.values())
+    return "\n".join(f"{name:{width}s} task={t.task:{task_width}s} model={t.model}  methods={','.join(t.methods)}"
                      for name, t in TABLES.items())
 
 

@@ -1,0 +1,160 @@
+"""MBPP: the authors' order and prompt, code extraction, vote keys, and scoring through the
+sandbox (the real reference solutions of the first 50 tasks pass; wrong ones fail)."""
+from __future__ import annotations
+
+import builtins
+import json
+
+import pytest
+
+import tasks.mbpp as mbpp
+from harness.errors import UserError
+from harness.sandbox import Limits
+from harness.task import Item
+from tasks.mbpp import TASK as MBPP, Mbpp, extract_code, normalize_code
+
+GOLD = {"test_setup_code": "", "test_list": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0",
+                                             "assert add(10, 5) == 15"]}
+ITEM = Item(id="t", messages=(), gold=GOLD)
+FAST = Mbpp(Limits(seconds=1.0))  # short step limit: the hanging cases take about a second
+RIGHT = "def add(a, b):\n    return a + b"
+
+
+@pytest.fixture
+def no_eval(monkeypatch):
+    """exec and eval fail in this process: the program must run in a child."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("model output reached eval/exec in the harness")
+    monkeypatch.setattr(builtins, "eval", refuse)
+    monkeypatch.setattr(builtins, "exec", refuse)
+
+
+@pytest.mark.parametrize("response, code", [
+    ("<answer>\ndef f():\n    return 1\n</answer>", "def f():\n    return 1"),
+    ("<answer>a = 1</answer> no, <answer>a = 2</answer>", "a = 2"),                  # the last answer
+    ("```python\nx = 1\n```", "x = 1"),
+    ("```python\nx = 1\n``` and ```python\nx = 2\n```", "x = 2"),
+    ("```\ny = 3\n```", "y = 3"),
+    ("<answer>a</answer>\n```python\nb\n```", "a"),                                    # answer beats fences
+    ("```python\nb\n```\n```\nc\n```", "b"),                                           # python fence first
+    ("<answer>```python\ndef f(): return 1\n```</answer>", "```python\ndef f(): return 1\n```"),  # as the authors
+    ("<answer></answer>", ""),
+    ("<answer>def f(): unclosed", ""),
+    ("<think>hmm</think> plain text", ""),
+    ("", ""),
+])
+def test_extract_code(response, code):
+    assert extract_code(response) == code
+    assert MBPP.extract(response) == code
+
+
+@pytest.mark.parametrize("code, key", [
+    ("def f():   \n    return 1   \n\n\n", "def f():\n    return 1"),
+    ("def f():\r\n    return 1\r\n", "def f():\n    return 1"),
+    ("\n\n  x = 1", "  x = 1"),                                                         # leading indent kept
+    ("", ""),
+])
+def test_normalize_code(code, key):
+    assert normalize_code(code) == key
+
+
+def test_vote_keys_ignore_trailing_whitespace():
+    a = MBPP.vote_key("<answer>\ndef add(a, b):   \n    return a + b\n\n</answer>", ITEM)
+    b = MBPP.vote_key("```python\ndef add(a, b):\n    return a + b  \n```", ITEM)
+    assert a == b == RIGHT
+
+
+@pytest.mark.parametrize("code, reward", [
+    (RIGHT, 1.0),
+    ("def add(a, b):\n    return a - b", 0.0),                                     # wrong
+    ("def add(a, b):\n    return 3", 0.0),                                         # passes the first assert only
+    ("def add(a, b) return a + b", 0.0),                                           # syntax error
+    ("", 0.0),                                                                     # no code
+    ("import sys\nsys.exit(0)\n" + RIGHT, 0.0),                                    # exit 0 is not a pass
+    (RIGHT + "\nimport os\nos._exit(0)", 0.0),
+    (RIGHT + "\nimport builtins\nbuiltins.AssertionError = None", 1.0),            # still its own asserts
+    (RIGHT + "\nif __name__ == '__main__':\n    raise SystemExit(1)", 1.0),        # not run: exec(code, {})
+    (RIGHT + "\nprint('x' * 10000)", 1.0),                                         # output under the cap
+    ("def add(a, b):\n    while True:\n        pass", 0.0),                        # hangs in the asserts
+    ("while True:\n    pass\n" + RIGHT, 0.0),                                      # hangs before them
+])
+def test_reward(code, reward, no_eval):
+    response = f"<think>ok</think>\n<answer>\n{code}\n</answer>"
+    assert FAST.reward(response, ITEM) == reward
+    assert FAST.is_correct(FAST.vote_key(response, ITEM), ITEM) is bool(reward)
+
+
+def test_setup_code_runs_before_the_code():
+    gold = {"test_setup_code": "BASE = 10", "test_list": ["assert f() == 11"]}
+    it = Item(id="s", messages=(), gold=gold)
+    assert FAST.is_correct("def f():\n    return BASE + 1", it)
+    assert not FAST.is_correct("def f():\n    return BASE + 2", it)
+
+
+def test_batch_scores_in_parallel_and_caches(monkeypatch):
+    task = Mbpp(Limits(seconds=1.0))
+    responses = [f"<answer>{RIGHT}</answer>", "<answer>def add(a, b): return 0</answer>", "nothing", "<answer>\n"
+                 f"{RIGHT}   \n</answer>"]
+    assert task.rewards(responses, [ITEM] * 4) == [1.0, 0.0, 0.0, 1.0]
+    calls = []
+    real = mbpp.run_all
+    monkeypatch.setattr(mbpp, "run_all", lambda programs, limits: calls.append(len(programs)) or real(programs, limits))
+    assert task.are_correct([RIGHT, "", RIGHT + "\n# new"], [ITEM] * 3) == [True, False, True]
+    assert calls == [1]  # the known program is not run again, the empty key never runs
+
+
+def test_authors_order_and_prompt(data_dir):
+    train, test = MBPP.load("train", data_dir), MBPP.load("test", data_dir)
+    assert (len(train), len(test)) == (200, 764)
+    ids = [it.meta["task_id"] for it in train + test]
+    assert ids == list(range(601, 975)) + list(range(511, 601)) + list(range(11, 511))
+    first = train[0]
+    assert first.messages[0] == {"role": "system", "content": mbpp.SYSTEM}
+    user = first.messages[1]["content"]
+    assert user.startswith("Write a function to find the longest chain which can be formed from the given set of "
+                           "pairs.\n\nYour code should pass these tests:\nassert max_chain_length(")
+    assert user.endswith("Think through your solution in <think> </think> tags.\nReturn your final Python code in "
+                         "<answer> </answer> tags, e.g.:\n<answer>\ndef solution(x):\n    return x + 1\n</answer>")
+    assert user.count("\nassert ") == 3 and MBPP.max_new_tokens == 2048
+
+
+def test_first_50_reference_solutions_pass_and_wrong_ones_fail(data_dir):
+    items = MBPP.load("train", data_dir)[:50]
+    refs = [normalize_code(it.meta["code"]) for it in items]
+    assert MBPP.are_correct(refs, items) == [True] * 50
+    wrong = refs[1:] + refs[:1]  # each task gets its neighbour's solution
+    assert MBPP.are_correct(wrong, items) == [False] * 50
+    assert MBPP.rewards([f"<answer>\n{r}\n</answer>" for r in refs[:5]], items[:5]) == [1.0] * 5
+
+
+def test_load_from_the_hub(monkeypatch):
+    def fake_hub(dataset, config, split):
+        assert (dataset, config) == ("google-research-datasets/mbpp", "full")
+        start = {"train": 601, "validation": 511, "test": 11}[split]
+        return [{"task_id": start + i, "text": f"{split} {i}", "code": "", "test_list": ["assert 1"] * 3,
+                 "test_setup_code": ""} for i in range(150)]
+
+    monkeypatch.setattr(mbpp, "load_hub", fake_hub)
+    train, test = MBPP.load("train", None), MBPP.load("test", None)
+    assert [it.meta["task_id"] for it in train[148:152]] == [749, 750, 511, 512]
+    assert test[0].meta["task_id"] == 561 and len(test) == 250
+
+
+def test_errors(tmp_path, data_dir):
+    with pytest.raises(UserError, match="not found"):
+        MBPP.load("test", str(tmp_path))
+    with pytest.raises(UserError, match="split"):
+        MBPP.load("prompt", data_dir)
+    (tmp_path / "mbpp").mkdir()
+    row = {"task_id": 601, "text": "t", "code": "", "test_list": [], "test_setup_code": ""}
+    (tmp_path / "mbpp" / "mbpp.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(UserError, match="lacks task_id 602"):
+        MBPP.load("train", str(tmp_path))
+
+
+def test_a_machine_that_cannot_run_code_fails_at_load(monkeypatch, data_dir):
+    def refuse():
+        raise UserError("cannot run model-written code safely")
+    monkeypatch.setattr(mbpp, "mode", refuse)
+    with pytest.raises(UserError, match="cannot run model-written code"):
+        MBPP.load("train", data_dir)
