@@ -5,16 +5,18 @@ tokenized once, and grouped into length-sorted batches so a population of member
 the same tensors and pads as little as possible. Decoding is greedy unless sampling is
 asked for (self-consistency), with a stop on EOS.
 
-The decoding loop is the model's own forward with a transformers cache, driven here rather
-than by `model.generate`, because a population re-evaluates the same prompts thousands of
-times and three things `generate` cannot know pay off (bench/throughput.py measures them):
-- the prompts' common token prefix (the chat template's system turn: 29 of 47 tokens of an
-  arith prompt with SmolLM2) is run once per call and its keys and values are copied into
-  every row; it is recomputed on every call, so it never outlives the weights it came from;
+The decoding loop (harness/decode.py) is the model's own forward with a transformers cache,
+driven step by step rather than by `model.generate`, because a population re-evaluates the
+same prompts thousands of times and these pay off (bench/throughput.py measures each):
+- the prompts' common token prefix (the chat template's system turn and "What is ": 27 of
+  the 47 tokens of an arith prompt with SmolLM2) is run once per call and its keys and values
+  are copied into every row; it is recomputed on every call, so it never outlives the
+  weights it came from;
 - the cache is preallocated (`harness.kvcache.SlabLayer`) instead of grown by `torch.cat`,
   which copies the whole cache every step;
 - rows that reached EOS leave the batch (once enough of them have finished to pay for
-  compacting the cache) instead of being decoded as padding until the longest one ends.
+  compacting the cache) instead of being decoded as padding until the longest one ends;
+- consecutive batches run as one pass while the cache fits a budget (larger matmuls).
 Greedy outputs equal `model.generate`'s up to floating-point near-ties (different batch
 shapes round differently). Completion token counts are the nominal ones, prefix included,
 so the ledger charges exactly what it charged with `model.generate`.
@@ -26,7 +28,8 @@ from typing import Callable
 
 import torch
 
-from harness.kvcache import fill_prefix, kv_bytes_per_token, n_layers, new_cache, prefix_keys_values
+from harness import decode
+from harness.kvcache import kv_bytes_per_token, prefix_keys_values
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,10 @@ class Engine:
     pass_bytes: int | None = None
     """Cache size up to which batches run together (None: 1 GiB on CPU, a quarter of the free
     memory on a GPU; 0: every batch alone)."""
+    decoder = "loop"
+    """"loop" (harness.decode.loop) or "generate": `model.generate` per pass with
+    `generate_kwargs`, e.g. {"cache_implementation": "static"} (CUDA graphs on a GPU)."""
+    generate_kwargs: dict = {}
 
     def __init__(self, model, tokenizer, batch_size: int = 64):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
@@ -93,14 +100,22 @@ class Engine:
         finished (e.g. a tqdm bar's `update`)."""
         rows = prompt_lists(batches)
         order = [i for b in batches for i in b.order]
-        prefix = rows[0][:self.shared_prefix(rows)] if rows else []
-        prefix_kv = None
-        if prefix:  # with these weights, for this call only
-            prefix_kv = prefix_keys_values(self.model, torch.tensor([prefix], device=self.model.device))
-        pick = _Picker(temperature, top_p, seed, self.model.device)
+        pick = decode.Picker(temperature, top_p, seed, self.model.device)
+        settings = decode.Settings(self.eos_ids, self.tokenizer.pad_token_id, self.cache, self.compact_fraction)
+        if self.decoder == "generate":
+            torch.manual_seed(seed if seed is not None else 0)
+            run = lambda prompts: decode.with_generate(self.model, prompts, max_new_tokens, pick, settings,  # noqa: E731
+                                                       progress, **self.generate_kwargs)
+        else:
+            prefix = rows[0][:self.shared_prefix(rows)] if rows else []
+            prefix_kv = None
+            if prefix:  # with these weights, for this call only
+                prefix_kv = prefix_keys_values(self.model, torch.tensor([prefix], device=self.model.device))
+            run = lambda prompts: decode.loop(self.model, prompts, len(prefix), prefix_kv, max_new_tokens,  # noqa: E731
+                                              pick, settings, progress)
         out: list[Completion | None] = [None] * len(rows)
         for group in self._passes(batches, rows, max_new_tokens):
-            new = self._decode([rows[r] for r in group], len(prefix), prefix_kv, max_new_tokens, pick, progress)
+            new = run([rows[r] for r in group])
             for r, gen in zip(group, new):
                 text = self.tokenizer.decode(gen, skip_special_tokens=True)
                 out[order[r]] = Completion(text, len(rows[r]), len(gen), tuple(gen))
@@ -124,92 +139,10 @@ class Engine:
             passes.append(batch)
         return passes
 
-    def _layout(self, prompts: list[list[int]], n_prefix: int, max_new: int):
-        """Input ids of the prompts past the prefix, the attention mask over prefix, prompt and
-        every generated slot, and the prompt tokens' positions. A row is [prefix][pads][own
-        tokens]: pads take no position, so each token sits where it would in its lone prompt."""
-        width = max(len(p) for p in prompts) - n_prefix
-        ids = torch.full((len(prompts), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), n_prefix + width + max_new), dtype=torch.long)
-        mask[:, :n_prefix] = 1
-        for r, prompt in enumerate(prompts):
-            own = prompt[n_prefix:]
-            ids[r, width - len(own):] = torch.tensor(own)
-            mask[r, n_prefix + width - len(own):] = 1
-        positions = (mask[:, :n_prefix + width].cumsum(-1) - 1).clamp(min=0)[:, n_prefix:]
-        device = self.model.device
-        return ids.to(device), mask.to(device), positions.to(device)
-
     def shared_prefix(self, prompts: list[list[int]]) -> int:
         """How many leading tokens of these prompts `generate` runs once for all of them."""
         n = len(_common_prefix(prompts)) if self.share_prefix and prompts else 0
         return n if n >= self.min_prefix else 0
-
-    def _decode(self, prompts: list[list[int]], n_prefix: int, prefix_kv, max_new: int, pick,
-                progress: Callable[[int], None] | None = None) -> list[list[int]]:
-        """Generated tokens (up to and including EOS) of each prompt, the first `n_prefix`
-        tokens of which are already in `prefix_kv`."""
-        model, device = self.model, self.model.device
-        ids, mask, positions = self._layout(prompts, n_prefix, max_new)
-        length = mask.shape[1] - max_new
-        cache = new_cache(self.cache, n_layers(model), mask.shape[1])
-        if prefix_kv is not None:
-            fill_prefix(cache, prefix_kv, len(prompts))
-        logits = model(input_ids=ids, attention_mask=mask[:, :length], position_ids=positions,
-                       past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-        positions = positions[:, -1:]
-        rows = len(prompts)
-        live = list(range(rows))  # prompt index of each batch row
-        done = [False] * rows
-        out: list[list[int]] = [[] for _ in range(rows)]
-        eos, reported = set(self.eos_ids), 0  # reported: finished rows of the current batch told to progress
-        for step in range(max_new):
-            tokens = pick(logits)
-            for row, (r, tok) in enumerate(zip(live, tokens.tolist())):
-                if not done[row]:
-                    out[r].append(tok)
-                    done[row] = tok in eos
-            n_done = sum(done)
-            if n_done == len(live) or step == max_new - 1:
-                break
-            if progress is not None and n_done > reported:
-                progress(n_done - reported)
-            reported = n_done
-            if self.compact_fraction is not None and n_done >= max(1, self.compact_fraction * len(live)):
-                keep = [row for row in range(len(live)) if not done[row]]
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                mask, positions, tokens = mask[index], positions[index], tokens[index]
-                live, done, reported = [live[row] for row in keep], [False] * len(keep), 0
-            length += 1
-            positions = positions + 1
-            logits = model(input_ids=tokens[:, None], attention_mask=mask[:, :length], position_ids=positions,
-                           past_key_values=cache, use_cache=True).logits[:, -1]
-        if progress is not None:
-            progress(len(live) - reported)
-        return out
-
-
-class _Picker:
-    """Next token from last-position logits: argmax, or a seeded sample through transformers'
-    own temperature and top-p warpers (top-k off, as the paper samples)."""
-
-    def __init__(self, temperature: float, top_p: float, seed: int | None, device):
-        self.greedy = temperature <= 0
-        if not self.greedy:
-            from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
-
-            self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)]
-                                               + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else []))
-            self.generator = torch.Generator(device=device).manual_seed(seed if seed is not None else 0)
-
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.greedy:
-            return logits.argmax(dim=-1)
-        scores = self.warpers(None, logits.float())
-        probs = torch.softmax(scores, dim=-1)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
-
 
 def prompt_lists(batches: list[Batch]) -> list[list[int]]:
     """Each prompt's tokens without padding, batch after batch."""

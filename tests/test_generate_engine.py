@@ -39,7 +39,8 @@ def old_engine(model, tokenizer, batches, max_new_tokens):
 
 
 SWITCHES = [{}, {"pass_bytes": 0}, {"share_prefix": False}, {"compact_fraction": None},
-            {"compact_fraction": 0.0, "pass_bytes": 0}, {"cache": "dynamic", "compact_fraction": 0.0}]
+            {"compact_fraction": 0.0, "pass_bytes": 0}, {"cache": "dynamic", "compact_fraction": 0.0},
+            {"decoder": "generate"}]
 
 
 @pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "default")
@@ -116,6 +117,8 @@ def test_sampling_is_seeded_and_top_p_narrows_it(tiny):
     greedy = [c.text for c in engine.generate(batches, 12)]
     assert sample(3, top_p=1e-9) == greedy  # top-p this small keeps only the most likely token
     assert sample(4, top_p=0.95) == sample(4, top_p=0.95)
+    engine.decoder = "generate"  # model.generate's own sampling, seeded the same way
+    assert sample(5) == sample(5) and sample(6, top_p=1e-9) == greedy
 
 
 @pytest.mark.parametrize("pass_bytes", [0, None])
