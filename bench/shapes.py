@@ -11,8 +11,9 @@ each. Random weights almost never emit EOS, so every row decodes to the full len
 are worst-case (no early stop) rates. Contenders, interleaved over `--rounds` after one
 warm-up round each: `bare` (`model.generate`, batch `--batch-size`), `engine` (the harness
 engine), on CUDA also `bare_static` (`model.generate` with transformers' static cache, which
-it compiles with CUDA graphs), and `engine` with several members in flight (`--in-flight`:
-that many processes, each with its own model, sharing the device).
+it compiles with CUDA graphs) and `engine_static` (the engine's passes decoded that way), and
+`engine` with several members in flight (`--in-flight`: that many processes, each with its
+own model, sharing the device).
 
 The records are merged into `--record` (default bench/recorded/throughput.json), the file
 `thicket plan --gpu NAME` reads. Its format ("thicket-throughput/1"):
@@ -20,7 +21,8 @@ The records are merged into `--record` (default bench/recorded/throughput.json),
 and each record:
     shape, hub_id, n_params        which model shape (n_params counts tied weights once)
     device, device_name, dtype     "cuda" / torch.cuda.get_device_name(), e.g. "NVIDIA H100 80GB HBM3"
-    contender, members_in_flight   "bare" | "bare_static" | "engine"; processes sharing the device
+    contender, members_in_flight   "bare" | "bare_static" | "engine" | "engine_static"; processes
+                                   sharing the device
     items, batch_size, prompt_tokens_mean, shared_prefix_tokens, new_tokens   the workload
     prefill_tokens_per_s           nominal prompt tokens per second (a 1-token generation)
     decode_tokens_per_s            generated tokens per second after the prompt
@@ -103,17 +105,19 @@ def synthetic_prompts(vocab_size: int, items: int, seed: int = 0) -> list[str]:
 
 
 def measure(contender: str, model, tokenizer, prompts: list[str], args) -> dict:
-    """Prefill rate (a 1-token generation) and end-to-end rate of one contender, best round."""
+    """Prefill rate (a 1-token generation) and end-to-end rate of one contender (median rounds)."""
     from bench.measure import bare_generate
     from harness.generate import Engine, prompt_lists
 
     engine = Engine(model, tokenizer, args.batch_size)
+    if contender == "engine_static":
+        engine.decoder, engine.generate_kwargs = "generate", {"cache_implementation": "static"}
     batches = engine.prepare(prompts)
     prompt_tokens = sum(len(p) for p in prompt_lists(batches))
     extra = {"cache_implementation": "static"} if contender == "bare_static" else {}
 
     def run(new: int) -> int:
-        if contender == "engine":
+        if contender.startswith("engine"):
             return sum(c.new_tokens for c in engine.generate(batches, new))
         return sum(len(t) for t in bare_generate(model, tokenizer, prompts, new, args.batch_size, **extra))
 
@@ -158,7 +162,7 @@ def in_flight(name: str, k: int, args) -> dict:
     generated, items = sum(r["full"][0] for r in reports), k * args.items
     return {"prompt_tokens_mean": prompt / items, "shared_prefix_tokens": reports[0]["shared_prefix_tokens"],
             "prefill_tokens_per_s": prompt / span["prefill"],
-            "decode_tokens_per_s": (generated - items) / max(span["full"] - span["prefill"] * 1.0, 1e-9),
+            "decode_tokens_per_s": (generated - items) / max(span["full"] - span["prefill"], 1e-9),
             "tokens_per_s": (prompt + generated) / span["full"], "seconds": span["full"]}
 
 
@@ -190,7 +194,7 @@ def parse(argv):
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--contenders", default="bare,engine" + (",bare_static" if cuda else ""))
+    ap.add_argument("--contenders", default="bare,engine" + (",bare_static,engine_static" if cuda else ""))
     ap.add_argument("--in-flight", default="1,2,4" if cuda else "1", help="members per device to try (engine)")
     ap.add_argument("--record", default=str(DEFAULT_RECORD))
     return ap.parse_args(argv)

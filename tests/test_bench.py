@@ -38,9 +38,11 @@ def test_gpu_mode_runs_on_cpu_with_a_tiny_shape_and_merges_records(tmp_path, one
     for r in data["records"]:
         assert r["shape"] == "tiny" and r["device_name"] == "cpu" and r["new_tokens"] == 4
         assert r["prefill_tokens_per_s"] > 0 and r["tokens_per_s"] > 0 and r["prompt_tokens_mean"] > 60
-    throughput.main([*args, "--contenders", "engine", "--in-flight", "1"])  # replaces its own record only
+    # replaces its own record only; engine_static is the engine's passes through generate's static cache
+    throughput.main([*args, "--contenders", "engine,engine_static", "--in-flight", "1"])
     again = json.loads(record.read_text())["records"]
-    assert len(again) == 3 and again[-1]["contender"] == "engine" and again[-1]["members_in_flight"] == 1
+    assert [(r["contender"], r["members_in_flight"]) for r in again] == [("bare", 1), ("engine", 2), ("engine", 1),
+                                                                          ("engine_static", 1)]
 
 
 def test_real_shapes_have_their_published_sizes():
