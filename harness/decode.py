@@ -24,6 +24,8 @@ class Settings:
     pad_id: int
     cache: str = "slab"
     compact_fraction: float | None = 0.125
+    chunk_tokens: int = 2048
+    """Prompt tokens (padding included) per prefill chunk; 0: the whole pass at once."""
 
 
 class Picker:
@@ -72,8 +74,7 @@ def loop(model, prompts: list[list[int]], n_prefix: int, prefix_kv, max_new: int
     cache = new_cache(settings.cache, n_layers(model), mask.shape[1])
     if prefix_kv is not None:
         fill_prefix(cache, prefix_kv, len(prompts))
-    logits = model(input_ids=ids, attention_mask=mask[:, :length], position_ids=positions,
-                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits = prefill(model, cache, ids, mask[:, :length], positions, settings)
     positions = positions[:, -1:]
     live = list(range(len(prompts)))  # the prompt of each batch row
     done, out = [False] * len(live), [[] for _ in live]
@@ -103,6 +104,39 @@ def loop(model, prompts: list[list[int]], n_prefix: int, prefix_kv, max_new: int
     if progress is not None:
         progress(len(live) - reported)
     return out
+
+
+def prefill(model, cache, ids, mask, positions, settings: Settings) -> torch.Tensor:
+    """Run the prompts (past any prefix already in `cache`); last-position logits per row.
+    With a slab cache, rows go in chunks of similar length, each padded only to its own
+    longest prompt (rows come sorted by length from `Engine.prepare`)."""
+    chunks = _chunks(mask[:, mask.shape[1] - ids.shape[1]:].sum(1).tolist(), settings.chunk_tokens)
+    if settings.cache != "slab" or len(chunks) == 1:
+        return model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                     use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits, width, length = None, ids.shape[1], mask.shape[1]
+    for rows, own in chunks:
+        for layer in cache.layers:
+            layer.open_window(rows, length - own)
+        out = model(input_ids=ids[rows, width - own:], attention_mask=mask[rows], position_ids=positions[rows, width - own:],
+                    past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = out.new_empty((ids.shape[0], out.shape[-1])) if logits is None else logits
+        logits[rows] = out
+    for layer in cache.layers:
+        layer.close_window(length)
+    return logits
+
+
+def _chunks(lengths: list[int], budget: int) -> list[tuple[slice, int]]:
+    """Consecutive rows, as many as fit `budget` tokens padded to their longest: (rows, width)."""
+    chunks, start, longest = [], 0, 0
+    for r, n in enumerate(lengths):
+        if r > start and budget and (r - start + 1) * max(longest, n) > budget:
+            chunks.append((slice(start, r), longest))
+            start, longest = r, 0
+        longest = max(longest, n)
+    chunks.append((slice(start, len(lengths)), longest))
+    return chunks
 
 
 def with_generate(model, prompts: list[list[int]], max_new: int, pick: Picker, settings: Settings,

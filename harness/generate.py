@@ -66,6 +66,8 @@ class Engine:
     None keeps them (decoded as padding) until the batch ends, as `model.generate` does."""
     cache = "slab"
     """"slab": preallocated, written in place; "dynamic": transformers' DynamicCache."""
+    prefill_chunk_tokens = 2048
+    """Prompts run in chunks of rows of similar length, this many tokens each (0: at once)."""
     pass_bytes: int | None = None
     """Cache size up to which batches run together (None: 1 GiB on CPU, a quarter of the free
     memory on a GPU; 0: every batch alone)."""
@@ -101,7 +103,8 @@ class Engine:
         rows = prompt_lists(batches)
         order = [i for b in batches for i in b.order]
         pick = decode.Picker(temperature, top_p, seed, self.model.device)
-        settings = decode.Settings(self.eos_ids, self.tokenizer.pad_token_id, self.cache, self.compact_fraction)
+        settings = decode.Settings(self.eos_ids, self.tokenizer.pad_token_id, self.cache, self.compact_fraction,
+                                   self.prefill_chunk_tokens)
         if self.decoder == "generate":
             torch.manual_seed(seed if seed is not None else 0)
             run = lambda prompts: decode.with_generate(self.model, prompts, max_new_tokens, pick, settings,  # noqa: E731

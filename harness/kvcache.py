@@ -9,8 +9,10 @@ tokens seen so far, as with DynamicLayer, where transformers' StaticLayer always
 whole capacity). Both kinds work with the model's own forward and mask code.
 
 `fill_prefix` starts every row with one shared prompt prefix (computed once per generate
-call by `prefix_keys_values`, with the weights of that call, and never kept), and
-`Cache.batch_select_indices` drops the rows of finished sequences.
+call by `prefix_keys_values`, with the weights of that call, and never kept), a "window"
+lets the prompts after it be run in chunks of rows of similar length (so short prompts are
+not padded to the longest of the pass), and `Cache.batch_select_indices` drops the rows of
+finished sequences.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class SlabLayer(DynamicLayer):
         super().__init__()
         self.capacity, self.length = capacity, 0
         self.slab_keys = self.slab_values = None
+        self.window: tuple[slice, int] | None = None
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor, batch: int | None = None):
         self.dtype, self.device = key_states.dtype, key_states.device
@@ -38,6 +41,12 @@ class SlabLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        if self.window is not None:
+            rows, start = self.window
+            end = start + key_states.shape[-2]
+            self.slab_keys[rows, :, start:end] = key_states
+            self.slab_values[rows, :, start:end] = value_states
+            return self.slab_keys[rows, :, :end], self.slab_values[rows, :, :end]
         end = self.length + key_states.shape[-2]
         if end > self.capacity:
             raise RuntimeError(f"SlabLayer: {end} tokens exceed its capacity of {self.capacity}")
@@ -48,7 +57,21 @@ class SlabLayer(DynamicLayer):
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
-        return self.length
+        return self.length if self.window is None else self.window[1]
+
+    def open_window(self, rows: slice, start: int) -> None:
+        """Route the next update to these rows, written from column `start` and attending to
+        columns [0, start) before it (a prompt chunk after its rows' prefix). Columns between
+        the filled part and `start` are zeroed: attention masks them, and zeros keep the
+        masked products finite."""
+        self.slab_keys[rows, :, self.length:start] = 0
+        self.slab_values[rows, :, self.length:start] = 0
+        self.window = (rows, start)
+
+    def close_window(self, length: int) -> None:
+        """Back to whole-batch updates, every row now filled up to `length`."""
+        self.window, self.length = None, length
+        self.keys, self.values = self.slab_keys[:, :, :length], self.slab_values[:, :, :length]
 
     def fill_prefix(self, keys: torch.Tensor, values: torch.Tensor, rows: int) -> None:
         self.lazy_initialization(keys, values, rows)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from harness.generate import Engine, _common_prefix, _eos_ids, _until_eos, prompt_lists
+from harness.decode import _chunks
 from harness.kvcache import SlabLayer, new_cache
 from harness.model import load_model
 from harness.perturb import Perturber
@@ -38,7 +39,7 @@ def old_engine(model, tokenizer, batches, max_new_tokens):
     return [out[i] for i in range(len(out))]
 
 
-SWITCHES = [{}, {"pass_bytes": 0}, {"share_prefix": False}, {"compact_fraction": None},
+SWITCHES = [{}, {"pass_bytes": 0}, {"share_prefix": False}, {"compact_fraction": None}, {"prefill_chunk_tokens": 40},
             {"compact_fraction": 0.0, "pass_bytes": 0}, {"cache": "dynamic", "compact_fraction": 0.0},
             {"decoder": "generate"}]
 
@@ -157,6 +158,12 @@ def test_single_and_identical_prompts_decode_like_generate(tiny):
         batches = engine.prepare(prompts)
         assert [(c.text, c.prompt_tokens, c.new_tokens) for c in engine.generate(batches, 10)] == \
             old_engine(model, tokenizer, batches, 10)
+
+
+def test_prefill_chunks_group_rows_within_the_token_budget():
+    assert _chunks([9, 8, 8, 3, 2], 18) == [(slice(0, 2), 9), (slice(2, 4), 8), (slice(4, 5), 2)]
+    assert _chunks([9, 8, 8, 3, 2], 0) == [(slice(0, 5), 9)]
+    assert _chunks([30, 2], 10) == [(slice(0, 1), 30), (slice(1, 2), 2)]  # a long row is a chunk of its own
 
 
 def test_slab_layer_refuses_to_overflow_and_drops_rows_in_place():
