@@ -4,9 +4,10 @@
 - engine: `harness.generate.Engine` as the harness runs it;
 with `--alternatives`:
 - generate_batch: transformers' continuous batching (paged attention, block sharing);
-- engine_no_prefix / engine_keep_finished / engine_dynamic_cache: the engine with one of its
-  optimisations switched off (shared-prefix reuse; dropping finished rows; the in-place cache);
-- engine_one_batch: the engine with every prompt of the workload in one batch.
+- engine_no_prefix / engine_keep_finished / engine_dynamic_cache / engine_batches_alone /
+  engine_unchunked_prefill: the engine with one of its optimisations switched off (shared-prefix
+  reuse; dropping finished rows; the in-place cache; merging batches into one pass; prefilling
+  rows in chunks of similar length).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ ALTERNATIVES = {
     "engine_no_prefix": {"share_prefix": False},
     "engine_keep_finished": {"compact_fraction": None},
     "engine_dynamic_cache": {"cache": "dynamic"},
+    "engine_batches_alone": {"pass_bytes": 0},
+    "engine_unchunked_prefill": {"prefill_chunk_tokens": 0},
 }
 
 
@@ -73,15 +76,13 @@ def contenders(model, tokenizer, load: Workload, batch_size: int, alternatives: 
     runs = {"bare": bare_run(model, tokenizer, load.prompts, load.max_new_tokens, batch_size),
             "engine": EngineRun(Engine(model, tokenizer, batch_size), load.prompts, load.max_new_tokens)}
     if alternatives:
-        runs["generate_batch"] = continuous_batching_run(model, tokenizer, load.prompts, load.max_new_tokens)
+        if load.max_new_tokens <= 32:  # on CPU it is several times slower: timed on the short workload only
+            runs["generate_batch"] = continuous_batching_run(model, tokenizer, load.prompts, load.max_new_tokens)
         for name, switches in ALTERNATIVES.items():
             engine = Engine(model, tokenizer, batch_size)
             for key, value in switches.items():
                 setattr(engine, key, value)
             runs[name] = EngineRun(engine, load.prompts, load.max_new_tokens)
-        if len(load.prompts) > batch_size:
-            runs["engine_one_batch"] = EngineRun(Engine(model, tokenizer, len(load.prompts)), load.prompts,
-                                                 load.max_new_tokens)
     warm_up(model, tokenizer, load)
     return runs
 

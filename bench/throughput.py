@@ -5,11 +5,12 @@ SmolLM2-135M-Instruct, float32 on CPU), two workloads:
 - arith: the paper's 200 train items per member, 12 new tokens (prompt-heavy);
 - gsm8k: 64 train items from DATA_DIR (default ../shared/data), 256 new tokens (decode-heavy).
 Contenders: bare `model.generate` at batch 64 in the prompts' own order (what a user would
-write) and `harness.generate.Engine` as the harness uses it (batch 64); `--alternatives`
-adds transformers' continuous batching (`generate_batch`) and the engine with each of its
-optimisations switched off, or with all items in one batch. They run interleaved, the order
-rotating each round, so the load of a shared machine hits all alike; speed-ups are ratios of
-summed wall times over the same rounds.
+write) and `harness.generate.Engine` as the harness uses it (batch 64); `--alternatives` adds
+transformers' continuous batching (`generate_batch`, arith only) and the engine with each of
+its optimisations switched off (bench/contenders.py). They run interleaved, the order rotating
+each round, so the load of a shared machine hits all alike; speed-ups are ratios of summed
+wall times over the same rounds (CPU-time ratios are printed beside them: on a crowded
+machine they are the steadier figure, and `--threads 1` steadier still).
 
 Reported per workload: nominal tokens/s (prompt + generated tokens, what the ledger charges)
 of each contender, the speed-up, the share of items whose greedy tokens equal bare
