@@ -15,6 +15,7 @@ from typing import Callable
 
 from bench.measure import bare_generate
 from bench.workloads import Output, Workload
+from harness.errors import UserError
 from harness.generate import Engine, _eos_ids, _until_eos, prompt_lists
 
 ALTERNATIVES = {
@@ -72,13 +73,26 @@ def continuous_batching_run(model, tokenizer, prompts: list[str], max_new_tokens
     return run
 
 
-def contenders(model, tokenizer, load: Workload, batch_size: int, alternatives: bool) -> dict:
+def alternative_names(alternatives: str) -> list[str]:
+    """The names in --alternatives ("all": every one); a one-line error for an unknown name."""
+    names = list(ALTERNATIVES) + ["generate_batch"] if alternatives == "all" else alternatives.split(",")
+    unknown = set(names) - set(ALTERNATIVES) - {"generate_batch", ""}
+    if unknown:
+        raise UserError(f"unknown alternative {sorted(unknown)[0]!r}; choose from all, generate_batch, "
+                        f"{', '.join(ALTERNATIVES)}")
+    return names
+
+
+def contenders(model, tokenizer, load: Workload, batch_size: int, alternatives: str = "") -> dict:
+    """bare and engine, plus the named alternatives."""
+    names = alternative_names(alternatives)
     runs = {"bare": bare_run(model, tokenizer, load.prompts, load.max_new_tokens, batch_size),
             "engine": EngineRun(Engine(model, tokenizer, batch_size), load.prompts, load.max_new_tokens)}
-    if alternatives:
-        if load.max_new_tokens <= 32:  # on CPU it is several times slower: timed on the short workload only
-            runs["generate_batch"] = continuous_batching_run(model, tokenizer, load.prompts, load.max_new_tokens)
-        for name, switches in ALTERNATIVES.items():
+    # on CPU continuous batching is several times slower: timed on the short workload only
+    if "generate_batch" in names and load.max_new_tokens <= 32:
+        runs["generate_batch"] = continuous_batching_run(model, tokenizer, load.prompts, load.max_new_tokens)
+    for name, switches in ALTERNATIVES.items():
+        if name in names:
             engine = Engine(model, tokenizer, batch_size)
             for key, value in switches.items():
                 setattr(engine, key, value)

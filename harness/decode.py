@@ -23,7 +23,7 @@ class Settings:
     eos_ids: list[int]
     pad_id: int
     cache: str = "slab"
-    compact_fraction: float | None = 0.125
+    compact_fraction: float | None = 0.0
     chunk_tokens: int = 2048
     """Prompt tokens (padding included) per prefill chunk; 0: the whole pass at once."""
 
@@ -92,7 +92,7 @@ def loop(model, prompts: list[list[int]], n_prefix: int, prefix_kv, max_new: int
             progress(n_done - reported)
         reported = n_done
         if settings.compact_fraction is not None and n_done >= max(1, settings.compact_fraction * len(live)):
-            keep = [row for row in range(len(live)) if not done[row]]
+            keep = keep_order(done)
             index = torch.tensor(keep, device=device)
             cache.batch_select_indices(index)
             mask, positions, tokens = mask[index], positions[index], tokens[index]
@@ -137,6 +137,14 @@ def _chunks(lengths: list[int], budget: int) -> list[tuple[slice, int]]:
         longest = max(longest, n)
     chunks.append((slice(start, len(lengths)), longest))
     return chunks
+
+
+def keep_order(done: list[bool]) -> list[int]:
+    """The unfinished rows, in an order that leaves each in place but moves the last ones into
+    the finished rows' places: compacting the cache then copies only the moved rows."""
+    n = len(done) - sum(done)
+    movers = iter([r for r in range(n, len(done)) if not done[r]])
+    return [next(movers) if done[r] else r for r in range(n)]
 
 
 def with_generate(model, prompts: list[list[int]], max_new: int, pick: Picker, settings: Settings,

@@ -61,9 +61,10 @@ class Engine:
     share_prefix = True
     """Run the prompts' common token prefix once per call (if at least `min_prefix` tokens)."""
     min_prefix = 4
-    compact_fraction: float | None = 0.125
-    """Drop finished rows once they are this share of the batch (each drop copies the cache);
-    None keeps them (decoded as padding) until the batch ends, as `model.generate` does."""
+    compact_fraction: float | None = 0.0
+    """Drop finished rows once they are more than this share of the batch (0: at once; each
+    drop moves the last rows' cache into their places); None keeps them (decoded as padding)
+    until the batch ends, as `model.generate` does."""
     cache = "slab"
     """"slab": preallocated, written in place; "dynamic": transformers' DynamicCache."""
     prefill_chunk_tokens = 2048

@@ -79,11 +79,17 @@ class SlabLayer(DynamicLayer):
         self.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep only these rows (ascending), moved to the front of the slab: the filled part is
-        gathered once and nothing is reallocated."""
+        """Keep only these rows, in this order. Rows that stay where they are are not touched:
+        when the others come from beyond the kept count (as `decode.keep_order` arranges), they
+        are moved into the gaps in place; any other order is gathered through a copy."""
         n, end = len(indices), self.length
-        self.slab_keys[:n, :, :end] = self.slab_keys[indices, :, :end]
-        self.slab_values[:n, :, :end] = self.slab_values[indices, :, :end]
+        moved = (indices != torch.arange(n, device=indices.device)).nonzero().squeeze(1)
+        source = indices[moved]
+        if len(moved) and bool((source < n).any()):
+            moved, source = torch.arange(n, device=indices.device), indices
+        if len(moved):
+            self.slab_keys[moved, :, :end] = self.slab_keys[source, :, :end]
+            self.slab_values[moved, :, :end] = self.slab_values[source, :, :end]
         self.slab_keys, self.slab_values = self.slab_keys[:n], self.slab_values[:n]
         self.keys, self.values = self.slab_keys[:, :, :end], self.slab_values[:, :, :end]
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.generate import Engine, _common_prefix, _eos_ids, _until_eos, prompt_lists
-from harness.decode import _chunks
+from harness.decode import _chunks, keep_order
 from harness.kvcache import SlabLayer, new_cache
 from harness.model import load_model
 from harness.perturb import Perturber
@@ -40,7 +40,7 @@ def old_engine(model, tokenizer, batches, max_new_tokens):
 
 
 SWITCHES = [{}, {"pass_bytes": 0}, {"share_prefix": False}, {"compact_fraction": None}, {"prefill_chunk_tokens": 40},
-            {"compact_fraction": 0.0, "pass_bytes": 0}, {"cache": "dynamic", "compact_fraction": 0.0},
+            {"compact_fraction": 0.3, "pass_bytes": 0}, {"cache": "dynamic"},
             {"decoder": "generate"}]
 
 
@@ -166,12 +166,27 @@ def test_prefill_chunks_group_rows_within_the_token_budget():
     assert _chunks([30, 2], 10) == [(slice(0, 1), 30), (slice(1, 2), 2)]  # a long row is a chunk of its own
 
 
-def test_slab_layer_refuses_to_overflow_and_drops_rows_in_place():
+def test_finished_rows_are_replaced_by_the_last_live_rows():
+    assert keep_order([False, True, False, False, False, True, False, False]) == [0, 6, 2, 3, 4, 7]
+    assert keep_order([True, True, False]) == [2]
+    assert keep_order([False, False]) == [0, 1]
+
+
+@pytest.mark.parametrize("rows", [[0, 2], [3, 1, 2], [2, 0], [1]])
+def test_slab_layer_keeps_rows_in_the_given_order(rows):
+    layer = SlabLayer(capacity=5)
+    keys = torch.arange(4 * 2 * 3 * 1, dtype=torch.float32).view(4, 2, 3, 1)
+    layer.update(keys, -keys)
+    layer.batch_select_indices(torch.tensor(rows))
+    assert torch.equal(layer.keys, keys[rows]) and torch.equal(layer.values, -keys[rows])
+    layer.update(keys[:len(rows), :, :1], keys[:len(rows), :, :1])
+    assert layer.keys.shape == (len(rows), 2, 4, 1)
+
+
+def test_slab_layer_refuses_to_overflow():
     layer = SlabLayer(capacity=4)
     keys = torch.arange(3 * 2 * 3 * 1, dtype=torch.float32).view(3, 2, 3, 1)
     layer.update(keys, -keys)
-    layer.batch_select_indices(torch.tensor([0, 2]))
-    assert torch.equal(layer.keys, keys[[0, 2]]) and torch.equal(layer.values, -keys[[0, 2]])
     with pytest.raises(RuntimeError, match="capacity"):
         layer.update(keys[:2, :, :2], keys[:2, :, :2])
     with pytest.raises(ValueError, match="cache kind"):
