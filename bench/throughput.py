@@ -1,18 +1,32 @@
-"""Benchmark: the harness's population evaluation against bare `model.generate`.
+"""`make bench`: the harness's generation engine against bare `model.generate`, in one run.
 
-Measured in one run, interleaved member by member so machine noise hits both sides alike:
-  - generated tokens/s of the harness scoring members (perturb, generate, reward, restore)
-    against plain `model.generate` on the same prompts in their natural order;
-  - perturb + restore time as a fraction of one member's evaluation;
-  - peak memory (process RSS; GPU allocator peak when on a GPU).
-Usage: python bench/throughput.py [--task arith] [--n-train 200] [--members 3] [--model PATH]
-Writes bench/results.json and prints a Markdown table.
+On the same prompts and the same perturbed member (seed 1000, sigma 2e-3, the embedded
+SmolLM2-135M-Instruct, float32 on CPU), two workloads:
+- arith: the paper's 200 train items per member, 12 new tokens (prompt-heavy);
+- gsm8k: 64 train items from DATA_DIR (default ../shared/data), 256 new tokens (decode-heavy).
+Contenders: bare `model.generate` at batch 64 in the prompts' own order (what a user would
+write) and `harness.generate.Engine` as the harness uses it (batch 64); `--alternatives` adds
+transformers' continuous batching (`generate_batch`, arith only) and the engine with each of
+its optimisations switched off (bench/contenders.py). They run interleaved, the order rotating
+each round, so the load of a shared machine hits all alike; speed-ups are ratios of summed
+wall times over the same rounds (CPU-time ratios are printed beside them: on a crowded
+machine they are the steadier figure, and `--threads 1` steadier still).
+
+Reported per workload: nominal tokens/s (prompt + generated tokens, what the ledger charges)
+of each contender, the speed-up, the share of items whose greedy tokens equal bare
+generate's (those that differ are listed with the top-2 logit gap where they part), and the
+engine's model-FLOP rate as a fraction of the measured fp32 matmul peak of the model's MLP
+shape (4096 x hidden @ hidden x intermediate, best of 5; FLOPs as in bench/measure.py). Also
+perturb + restore as a share of one member's arith evaluation (perturb, generate, rewards,
+restore: the shortest evaluation, so the largest share) and the process's peak RSS.
+Writes bench/results.json; the last line printed is one line of JSON with the headline keys.
+
+`--shapes NAME,...` runs the GPU mode instead (bench/shapes.py): random models of real shapes.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
@@ -21,84 +35,141 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness.compute import Ledger  # noqa: E402
-from harness.config import protocol_from  # noqa: E402
-from harness.context import Member, TrainContext  # noqa: E402
-from harness.generate import Engine, _eos_ids, _until_eos, render  # noqa: E402
+from bench import measure, workloads as wl  # noqa: E402
+from bench.contenders import alternative_names, contenders  # noqa: E402
+from harness.errors import UserError  # noqa: E402
 from harness.model import load_model  # noqa: E402
 from harness.perturb import Perturber  # noqa: E402
-from harness.splits import train_items  # noqa: E402
-from harness.task import get_task  # noqa: E402
+from harness.task import checked_rewards, get_task  # noqa: E402
+
+HEADLINE = ("speedup_arith", "speedup_gsm8k", "same_arith", "same_gsm8k", "peak_fraction_arith",
+            "peak_fraction_gsm8k", "perturb_restore_share", "peak_rss_gib")
 
 
-def bare_generate(model, tokenizer, prompts, max_new_tokens, batch_size) -> int:
-    """The baseline: tokenizer + model.generate in the prompts' own order; generated tokens."""
-    eos, total = _eos_ids(model, tokenizer), 0
-    for start in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(model.device)
-        with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
-                                 pad_token_id=tokenizer.pad_token_id)
-        total += sum(len(_until_eos(row, eos)) for row in out[:, enc.input_ids.shape[1]:].tolist())
-    return total
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--task", default="arith")
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--n-train", type=int, default=200, help="items per member (paper: 200)")
-    ap.add_argument("--members", type=int, default=3)
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
+    ap.add_argument("--data-dir", default=None, help="folder with gsm8k/train.jsonl (default ../shared/data)")
+    ap.add_argument("--arith-items", type=int, default=200)
+    ap.add_argument("--gsm8k-items", type=int, default=64)
+    ap.add_argument("--gsm8k-tokens", type=int, default=256)
+    ap.add_argument("--rounds", default="2,1", help="rounds of arith,gsm8k (each runs every contender once)")
+    ap.add_argument("--workloads", default="arith,gsm8k", help="a subset to time (the headline needs both)")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--alternatives", nargs="?", const="all", default="",
+                    help="also race these alternatives (comma-separated names, or all: bench/contenders.py)")
+    ap.add_argument("--sigma", type=float, default=2e-3)
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
-    args = ap.parse_args()
+    ap.add_argument("--shapes", default=None, help="GPU mode: comma-separated names in bench/shapes/")
+    args, rest = ap.parse_known_args(argv)
+    return args, rest
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    task = get_task(args.task)
-    protocol = protocol_from(args.task, "small", model=args.model, n_train=args.n_train, batch_size=args.batch_size)
-    model, tokenizer = load_model(args.model, device)
-    engine, perturber = Engine(model, tokenizer, args.batch_size), Perturber(model)
-    items = train_items(task, protocol)
-    prompts = [render(tokenizer, it.messages) for it in items]
-    ctx = TrainContext(protocol, task, model, tokenizer, engine, perturber, Ledger(sum(p.numel() for _, p in perturber.params)),
-                       items, engine.prepare(prompts), Path("/tmp"))
-    max_new = ctx.max_new_tokens
-    bare_generate(model, tokenizer, prompts[:args.batch_size], max_new, args.batch_size)  # warm-up
 
-    harness_s, bare_s, perturb_s, harness_tok, bare_tok = [], [], [], 0, 0
-    for i in range(args.members):
-        member = Member(i, 1000 + i, 2e-3)
+def main(argv=None) -> dict:
+    args, rest = parse(argv)
+    if args.shapes:
+        from bench import shapes
+        return shapes.main(["--shapes", args.shapes, *rest])
+    if rest:
+        raise UserError(f"unknown arguments {' '.join(rest)}; see python bench/throughput.py --help")
+    alternative_names(args.alternatives)  # fail before loading anything
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rounds = tuple(int(r) for r in args.rounds.split(","))
+    model, tokenizer = load_model(args.model, "cpu")
+    loads = [w for w in wl.workloads(tokenizer, args.arith_items, args.gsm8k_items, args.gsm8k_tokens, rounds,
+                                     args.data_dir) if w.name in args.workloads.split(",")]
+    hidden, inter = measure.mlp_shape(model.config)
+    peak = measure.matmul_peak(4096, hidden, inter)
+    print(f"fp32 matmul peak (4096x{hidden} @ {hidden}x{inter}): {peak / 1e9:.0f} GFLOP/s, "
+          f"{torch.get_num_threads()} threads, load {measure.load_average():.1f}", flush=True)
+    perturber = Perturber(model)
+    perturber.apply(1000, args.sigma, "iid")  # one member, the same for every contender
+    flops = measure.FlopCounter(model)
+    report = {"model": args.model or "SmolLM2-135M-Instruct (embedded)", "threads": torch.get_num_threads(),
+              "peak_flops": peak, "load_start": measure.load_average(), "workloads": {}}
+    engine_results = {}
+    for load in loads:
+        race = contenders(model, tokenizer, load, args.batch_size, args.alternatives)
+        results = wl.race(load, race, log=lambda s: print(s, flush=True))
+        report["workloads"][load.name] = summarize(model, tokenizer, load, race, results, flops, peak)
+        engine_results[load.name] = results["engine"]
+    report["perturb_restore"] = {load.name: perturb_share(perturber, load, engine_results[load.name], args.sigma)
+                                 for load in loads}
+    report.update(load_end=measure.load_average(), peak_rss_gib=measure.peak_rss_gib(),
+                  peak_matmul_end=measure.matmul_peak(4096, hidden, inter))
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    headline = print_report(report)
+    print(json.dumps(headline))
+    return headline
+
+
+def summarize(model, tokenizer, load, race, results, flops, peak) -> dict:
+    bare, engine = results["bare"], results["engine"]
+    nominal = lambda r: sum(o.prompt_tokens + len(o.ids) for o in r.outputs)  # noqa: E731
+    out = {}
+    for name, r in results.items():
+        out[name] = {"seconds": r.seconds, "cpu_seconds": r.cpu_seconds,
+                     "tokens_per_s": nominal(r) * len(r.seconds) / sum(r.seconds),
+                     "new_tokens_per_s": sum(len(o.ids) for o in r.outputs) * len(r.seconds) / sum(r.seconds),
+                     "speedup": sum(bare.seconds) / sum(r.seconds),
+                     "cpu_speedup": sum(bare.cpu_seconds) / sum(r.cpu_seconds),
+                     "same": sum(wl.same(bare.outputs, r.outputs)) / len(load.prompts)}
+    cached = race["engine"].prefix_length
+    work = flops.prefix(cached) + sum(flops.item(o.prompt_tokens, len(o.ids), cached) for o in engine.outputs)
+    out["engine"]["model_flops"] = work
+    out["engine"]["peak_fraction"] = work * len(engine.seconds) / sum(engine.seconds) / peak
+    out["engine"]["shared_prefix_tokens"] = cached
+    out["differing"] = [dict(item=i, **wl.near_tie(model, tokenizer, load.prompts[i], b.ids, e.ids))
+                        for i, (b, e) in enumerate(zip(bare.outputs, engine.outputs)) if b.ids != e.ids]
+    out["mean_prompt_tokens"] = statistics.mean(o.prompt_tokens for o in bare.outputs)
+    out["mean_new_tokens"] = statistics.mean(len(o.ids) for o in bare.outputs)
+    return out
+
+
+def perturb_share(perturber, load, engine_result, sigma, repeats: int = 3) -> dict:
+    """Perturb + restore against one member's whole evaluation on a workload: perturb, the
+    engine's generation (its median round), rewards, restore. Leaves the base weights. The
+    headline takes arith's, the shortest evaluation, so the largest share."""
+    times = []
+    for seed in range(repeats):
         start = time.perf_counter()
-        perturber.apply(member.seed, member.sigma, member.noise)
-        perturbed = time.perf_counter()
-        completions = engine.generate(ctx.train_batches, max_new)
-        ctx.rewards(completions)
-        generated = time.perf_counter()
+        perturber.apply(2000 + seed, sigma, "iid")
         perturber.restore()
-        end = time.perf_counter()
-        harness_s.append(end - start)
-        perturb_s.append((perturbed - start) + (end - generated))
-        harness_tok += sum(c.new_tokens for c in completions)
-        start = time.perf_counter()
-        bare_tok += bare_generate(model, tokenizer, prompts, max_new, args.batch_size)
-        bare_s.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    checked_rewards(get_task(load.name), [o.text for o in engine_result.outputs], load.items)
+    rewards = time.perf_counter() - start
+    pr, generate = statistics.median(times), statistics.median(engine_result.seconds)
+    return {"seconds": pr, "generate_seconds": generate, "reward_seconds": rewards,
+            "share": pr / (pr + generate + rewards)}
 
-    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    result = {
-        "task": args.task, "device": device, "n_train": len(items), "members": args.members,
-        "max_new_tokens": max_new, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-        "harness_tokens_per_s": harness_tok / sum(harness_s), "bare_tokens_per_s": bare_tok / sum(bare_s),
-        "throughput_ratio": (harness_tok / sum(harness_s)) / (bare_tok / sum(bare_s)),
-        "member_eval_s": statistics.median(harness_s), "perturb_restore_s": statistics.median(perturb_s),
-        "perturb_restore_fraction": sum(perturb_s) / sum(harness_s), "peak_rss_gib": rss_gib,
-        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
-    }
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print("| measure | value |\n|---|---|")
-    for key, value in result.items():
-        print(f"| {key} | {value:.3g} |" if isinstance(value, float) else f"| {key} | {value} |")
+
+def print_report(report: dict) -> dict:
+    print("\n| workload | contender | tokens/s | speed-up (wall) | speed-up (CPU time) | same outputs |\n"
+          "|---|---|---|---|---|---|")
+    for name, w in report["workloads"].items():
+        for contender, r in w.items():
+            if isinstance(r, dict) and "speedup" in r:
+                print(f"| {name} | {contender} | {r['tokens_per_s']:.0f} | {r['speedup']:.2f}x | {r['cpu_speedup']:.2f}x "
+                      f"| {r['same']:.3f} |")
+        for d in w["differing"]:
+            print(f"  {name} item {d['item']} parts at token {d['position']}: bare {d['reference']!r} vs "
+                  f"engine {d['other']!r}, top-2 logit gap {d['top2_gap']:.4f}")
+    engine = {name: w["engine"] for name, w in report["workloads"].items()}
+    pick = lambda name, key, digits: round(engine[name][key], digits) if name in engine else None  # noqa: E731
+    share = report["perturb_restore"].get("arith")
+    return {"speedup_arith": pick("arith", "speedup", 3), "speedup_gsm8k": pick("gsm8k", "speedup", 3),
+            "same_arith": pick("arith", "same", 4), "same_gsm8k": pick("gsm8k", "same", 4),
+            "peak_fraction_arith": pick("arith", "peak_fraction", 3),
+            "peak_fraction_gsm8k": pick("gsm8k", "peak_fraction", 3),
+            "perturb_restore_share": round(share["share"], 4) if share else None,
+            "peak_rss_gib": round(report["peak_rss_gib"], 2)}
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:
+        sys.exit(f"error: {exc}")

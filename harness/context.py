@@ -16,7 +16,7 @@ from harness.config import Protocol
 from harness.generate import Batch, Engine
 from harness.perturb import Perturber
 from harness.plan import Sizing
-from harness import distributed as dist
+from harness import distributed as dist, progress
 from harness.task import Item, Task, checked_rewards
 from harness.units import append_record, run_units
 
@@ -90,7 +90,8 @@ class TrainContext:
 
     def score_current(self) -> tuple[float, int]:
         """Mean train reward of the model as it is now (greedy) and the tokens it took."""
-        completions = self.engine.generate(self.train_batches, self.max_new_tokens)
+        with progress.items(len(self.train_items), "train items") as advance:
+            completions = self.engine.generate(self.train_batches, self.max_new_tokens, progress=advance)
         rewards = self.rewards(completions)
         return sum(rewards) / len(rewards), sum(c.prompt_tokens + c.new_tokens for c in completions)
 

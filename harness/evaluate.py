@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness.compute import Ledger
 from harness.config import Protocol
+from harness import progress
 from harness.generate import Engine, render
 from harness.method import Ensemble, Voter
 from harness.perturb import Perturber
@@ -66,7 +67,9 @@ class Evaluator:
             self.perturber.add_noise(voter.seed, voter.sigma, voter.noise)
         try:
             start = time.perf_counter()
-            outs = self.engine.generate(self.batches, self.max_new_tokens, voter.temperature, voter.sample_seed)
+            with progress.items(len(self.items), f"{voter.label} on test") as advance:
+                outs = self.engine.generate(self.batches, self.max_new_tokens, voter.temperature, voter.sample_seed,
+                                            progress=advance)
             seconds = time.perf_counter() - start
         finally:
             self.perturber.restore()

@@ -3,26 +3,47 @@
 Prompts are rendered once (chat template for instruct models, plain text otherwise),
 tokenized once, and grouped into length-sorted batches so a population of members reuses
 the same tensors and pads as little as possible. Decoding is greedy unless sampling is
-asked for (self-consistency), with left padding and a stop on EOS.
+asked for (self-consistency), with a stop on EOS.
+
+The decoding loop (harness/decode.py) is the model's own forward with a transformers cache,
+driven step by step rather than by `model.generate`, because a population re-evaluates the
+same prompts thousands of times and these pay off (bench/throughput.py measures each):
+- the prompts' common token prefix (the chat template's system turn and "What is ": 27 of
+  the 47 tokens of an arith prompt with SmolLM2) is run once per call and its keys and values
+  are copied into every row; it is recomputed on every call, so it never outlives the
+  weights it came from;
+- the cache is preallocated (`harness.kvcache.SlabLayer`) instead of grown by `torch.cat`,
+  which copies the whole cache every step;
+- rows that reached EOS leave the batch (once enough of them have finished to pay for
+  compacting the cache) instead of being decoded as padding until the longest one ends;
+- consecutive batches run as one pass while the cache fits a budget (larger matmuls).
+Greedy outputs equal `model.generate`'s up to floating-point near-ties (different batch
+shapes round differently). Completion token counts are the nominal ones, prefix included,
+so the ledger charges exactly what it charged with `model.generate`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
+
+from harness import decode
+from harness.kvcache import kv_bytes_per_token, prefix_keys_values
 
 
 @dataclass(frozen=True)
 class Completion:
     text: str
-    prompt_tokens: int  # non-pad prompt tokens fed through the model
+    prompt_tokens: int  # non-pad prompt tokens of the full prompt (a shared prefix counts for every item)
     new_tokens: int  # generated tokens up to and including EOS
+    token_ids: tuple[int, ...] = field(default=(), repr=False)  # those generated tokens
 
 
 @dataclass
 class Batch:
     order: list[int]  # positions of these prompts in the caller's list
-    input_ids: torch.Tensor
+    input_ids: torch.Tensor  # left-padded full prompts
     attention_mask: torch.Tensor
 
 
@@ -35,6 +56,26 @@ def render(tokenizer, messages) -> str:
 
 class Engine:
     """Generates completions for a fixed list of prompts, many times (once per member)."""
+
+    # What makes it fast, each switchable so bench/throughput.py can measure it alone.
+    share_prefix = True
+    """Run the prompts' common token prefix once per call (if at least `min_prefix` tokens)."""
+    min_prefix = 4
+    compact_fraction: float | None = 0.0
+    """Drop finished rows once they are more than this share of the batch (0: at once; each
+    drop moves the last rows' cache into their places); None keeps them (decoded as padding)
+    until the batch ends, as `model.generate` does."""
+    cache = "slab"
+    """"slab": preallocated, written in place; "dynamic": transformers' DynamicCache."""
+    prefill_chunk_tokens = 2048
+    """Prompts run in chunks of rows of similar length, this many tokens each (0: at once)."""
+    pass_bytes: int | None = None
+    """Cache size up to which batches run together (None: 1 GiB on CPU, a quarter of the free
+    memory on a GPU; 0: every batch alone)."""
+    decoder = "loop"
+    """"loop" (harness.decode.loop) or "generate": `model.generate` per pass with
+    `generate_kwargs`, e.g. {"cache_implementation": "static"} (CUDA graphs on a GPU)."""
+    generate_kwargs: dict = {}
 
     def __init__(self, model, tokenizer, batch_size: int = 64):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
@@ -54,28 +95,80 @@ class Engine:
 
     @torch.inference_mode()
     def generate(self, batches: list[Batch], max_new_tokens: int, temperature: float = 0.0,
-                 seed: int | None = None, top_p: float = 1.0) -> list[Completion]:
+                 seed: int | None = None, top_p: float = 1.0,
+                 progress: Callable[[int], None] | None = None) -> list[Completion]:
         """Completions in the caller's prompt order. temperature 0 means greedy; otherwise
-        sampling at `temperature` with nucleus `top_p` (1.0: the whole distribution), seeded."""
-        device = self.model.device
-        n = sum(len(b.order) for b in batches)
-        out: list[Completion | None] = [None] * n
-        sampling = {"do_sample": False}
-        if temperature > 0:
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+        sampling at `temperature` with nucleus `top_p` (1.0: the whole distribution), from a
+        generator seeded with `seed`. `progress(n)` is called whenever n more items have
+        finished (e.g. a tqdm bar's `update`)."""
+        rows = prompt_lists(batches)
+        order = [i for b in batches for i in b.order]
+        pick = decode.Picker(temperature, top_p, seed, self.model.device)
+        settings = decode.Settings(self.eos_ids, self.tokenizer.pad_token_id, self.cache, self.compact_fraction,
+                                   self.prefill_chunk_tokens)
+        if self.decoder == "generate":
             torch.manual_seed(seed if seed is not None else 0)
-        for b in batches:
-            ids, mask = b.input_ids.to(device), b.attention_mask.to(device)
-            seqs = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                       eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
-                                       **sampling)
-            new = seqs[:, ids.shape[1]:].cpu()
-            prompt_lens = b.attention_mask.sum(dim=1).tolist()
-            for row, i in enumerate(b.order):
-                tokens = _until_eos(new[row].tolist(), self.eos_ids)
-                out[i] = Completion(self.tokenizer.decode(tokens, skip_special_tokens=True),
-                                    prompt_lens[row], len(tokens))
+            run = lambda prompts: decode.with_generate(self.model, prompts, max_new_tokens, pick, settings,  # noqa: E731
+                                                       progress, **self.generate_kwargs)
+        else:
+            prefix = rows[0][:self.shared_prefix(rows)] if rows else []
+            prefix_kv = None
+            if prefix:  # with these weights, for this call only
+                prefix_kv = prefix_keys_values(self.model, torch.tensor([prefix], device=self.model.device))
+            run = lambda prompts: decode.loop(self.model, prompts, len(prefix), prefix_kv, max_new_tokens,  # noqa: E731
+                                              pick, settings, progress)
+        out: list[Completion | None] = [None] * len(rows)
+        for group in self._passes(batches, rows, max_new_tokens):
+            new = run([rows[r] for r in group])
+            for r, gen in zip(group, new):
+                text = self.tokenizer.decode(gen, skip_special_tokens=True)
+                out[order[r]] = Completion(text, len(rows[r]), len(gen), tuple(gen))
         return out  # type: ignore[return-value]
+
+    def _passes(self, batches: list[Batch], rows: list[list[int]], max_new: int) -> list[list[int]]:
+        """Consecutive batches run as one pass while its cache stays within `pass_bytes`
+        (larger matmuls are faster per token); a batch is never split."""
+        budget = self.pass_bytes if self.pass_bytes is not None else _default_pass_bytes(self.model)
+        per_token = kv_bytes_per_token(self.model)
+        passes: list[list[int]] = []
+        start = 0
+        for b in batches:
+            batch = list(range(start, start + len(b.order)))
+            start += len(b.order)
+            if passes:
+                merged = passes[-1] + batch
+                if len(merged) * (max(len(rows[r]) for r in merged) + max_new) * per_token <= budget:
+                    passes[-1] = merged
+                    continue
+            passes.append(batch)
+        return passes
+
+    def shared_prefix(self, prompts: list[list[int]]) -> int:
+        """How many leading tokens of these prompts `generate` runs once for all of them."""
+        n = len(_common_prefix(prompts)) if self.share_prefix and prompts else 0
+        return n if n >= self.min_prefix else 0
+
+def prompt_lists(batches: list[Batch]) -> list[list[int]]:
+    """Each prompt's tokens without padding, batch after batch."""
+    return [ids[mask.bool()].tolist() for b in batches for ids, mask in zip(b.input_ids, b.attention_mask)]
+
+
+def _common_prefix(prompts: list[list[int]]) -> list[int]:
+    """The longest token prefix every prompt shares, leaving each prompt at least one token
+    of its own (the last prompt token's logits start the decoding)."""
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        i = 0
+        while i < n and p[i] == first[i]:
+            i += 1
+        n = i
+    return first[:n]
+
+
+def _default_pass_bytes(model) -> int:
+    if model.device.type == "cuda":
+        return torch.cuda.mem_get_info(model.device)[0] // 4
+    return 2**30
 
 
 def _eos_ids(model, tokenizer) -> list[int]:

@@ -10,6 +10,9 @@ how far off the projection of the finished ones was, so the ETA improves as the 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+
+from tqdm.auto import tqdm
 
 from harness import distributed as dist
 
@@ -65,3 +68,18 @@ class Progress:
         elif rest:
             eta = f"; {len(rest)} to go"
         dist.say(f"{name} (seed {seed}) finished in {duration(wall)}{eta}")
+
+
+@contextmanager
+def items(n: int, desc: str):
+    """A bar over the items of one generation call, for the engine's `progress` callback.
+
+    It appears only once the call has run for 10 s and vanishes when done: a 135M member on
+    arith takes seconds (a bar per member would be noise under the population's bar); a 7B
+    member's pass over gsm8k or a test voter over 1,119 items takes minutes, and then the user
+    sees it move."""
+    bar = tqdm(total=n, desc=desc, unit="item", leave=False, delay=10, disable=not dist.is_main())
+    try:
+        yield bar.update
+    finally:
+        bar.close()

@@ -8,8 +8,8 @@ per item, and a wall-time projection from rates:
   produces) and one forward + backward pass (seconds per update FLOP);
 - `--gpus N --gpu KIND`: no weights are loaded (the model's config comes from the Hub
   cache, a local folder, or the repository's shape files in bench/shapes/); generation runs
-  at the throughput recorded by `make bench GPU=1` on that GPU kind for that model
-  (bench/gpu_throughput.json) and updates at the bf16 peak times an assumed utilisation,
+  at the throughput recorded by the bench's GPU mode on that GPU kind for that model
+  (bench/recorded/throughput.json, see bench/shapes.py) and updates at the bf16 peak times an assumed utilisation,
   both scaled linearly over N GPUs. Where nothing was recorded, generation too is projected
   from the peak and the assumed utilisation, and the output says so.
 
@@ -31,7 +31,7 @@ from harness.progress import duration
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = REPO / "bench" / "shapes"
-RECORDED = REPO / "bench" / "gpu_throughput.json"
+RECORDED = REPO / "bench" / "recorded" / "throughput.json"  # written by bench/shapes.py
 PEAK_BF16 = {"h100": 989e12, "h200": 989e12, "a100": 312e12}
 """Dense bf16 tensor-core peaks (vendor datasheets), FLOP/s."""
 ASSUMED_UTILISATION = 0.35
@@ -91,15 +91,31 @@ def calibrate_here(sizing: Sizing, protocol) -> Rates:
                  f"batch of {len(prompts)} train prompts, one forward+backward of 4 sequences")
 
 
-def gpu_rates(sizing: Sizing, name: str | None, gpus: int, gpu: str) -> Rates:
+def recorded_throughput(slug: str, kind: str, path: Path | None = None) -> dict | None:
+    """The fastest engine record of bench's GPU mode (format thicket-throughput/1, see
+    bench/shapes.py) for this model shape on a GPU whose name contains `kind` ("h100")."""
+    path = path or RECORDED
+    if not path.is_file():
+        return None
+    try:
+        records = json.loads(path.read_text(encoding="utf-8")).get("records", [])
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise UserError(f"{path} is not a thicket-throughput/1 file ({exc}); rerun the GPU bench or delete it")
+    mine = [r for r in records if r.get("shape") == slug and kind in str(r.get("device_name", "")).lower()
+            and str(r.get("contender", "")).startswith("engine") and r.get("tokens_per_s")]
+    return max(mine, key=lambda r: r["tokens_per_s"], default=None)
+
+
+def gpu_rates(sizing: Sizing, name: str | None, gpus: int, gpu: str, recorded: Path | None = None) -> Rates:
     kind = gpu.lower()
     peak = PEAK_BF16.get(kind)
-    recorded = json.loads(RECORDED.read_text(encoding="utf-8")) if RECORDED.is_file() else {}
-    entry = recorded.get(kind, {}).get(model_slug(name))
+    entry = recorded_throughput(model_slug(name), kind, recorded)
     sequence_tokens = sizing.prompts().mean_len + sizing.max_new_tokens
     if entry:
         per_sequence = sequence_tokens / entry["tokens_per_s"] / gpus
-        source = f"generation at the throughput recorded on {kind} ({entry.get('measured', 'bench')})"
+        source = (f"generation at {entry['tokens_per_s']:.0f} tokens/s per GPU, recorded by the GPU bench on "
+                  f"{entry['device_name']} ({entry.get('date', 'undated')}, {entry['contender']}, "
+                  f"{entry.get('members_in_flight', 1)} member(s) in flight, no early stop)")
     elif peak:
         per_sequence = 2.0 * sizing.n_params * sequence_tokens / (peak * ASSUMED_UTILISATION) / gpus
         source = f"no throughput recorded for {model_slug(name)} on {kind}: generation ASSUMED at " \

@@ -62,7 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import distributed as dist
+from harness import distributed as dist, progress
 from harness.compute import paper_population_flops
 from harness.context import Member
 from harness.distil import (Sample, finished_adapter, lora_config, merge_traces, select_all, sft_examples,
@@ -341,8 +341,10 @@ class IterativeRandOpt(Method):
             member = kept[unit[0]]
             ctx.perturber.apply(member.seed, member.sigma, member.noise)
             try:
-                outs = ctx.engine.generate(plan.batches, ctx.max_new_tokens, cfg.temperature,
-                                           sample_seed(ctx.protocol.seed, r, member.index, unit[1]), cfg.top_p)
+                with progress.items(len(plan.items), "rollout items") as advance:
+                    outs = ctx.engine.generate(plan.batches, ctx.max_new_tokens, cfg.temperature,
+                                               sample_seed(ctx.protocol.seed, r, member.index, unit[1]), cfg.top_p,
+                                               progress=advance)
             finally:
                 ctx.perturber.restore()
             texts = [o.text for o in outs]

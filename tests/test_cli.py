@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import DEFAULT_METHODS, main
+from harness.errors import UserError
 from harness.method import DEFAULT_METHODS as REGISTRY_DEFAULT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,3 +111,24 @@ def test_all_zero_scores_say_the_model_is_too_small(tiny_model_dir, tmp_path, ca
     out = capsys.readouterr().out
     assert "the base model scores 0 on all 2 train items" in out
     assert "every member scores 0" in out and "TASK=arith" in out
+
+
+def test_plan_reads_the_gpu_bench_record_of_its_shape_and_gpu_kind(tmp_path):
+    """The GPU projection uses the fastest engine record of bench/shapes.py's file for that
+    model shape and GPU kind; other shapes, GPUs and the bare contender are ignored."""
+    from harness.projection import recorded_throughput
+
+    record = {"shape": "qwen2.5-3b-instruct", "device_name": "NVIDIA H100 80GB HBM3", "contender": "engine",
+              "members_in_flight": 1, "tokens_per_s": 900.0}
+    records = [record, {**record, "contender": "engine_static", "tokens_per_s": 1200.0},
+               {**record, "contender": "bare", "tokens_per_s": 5000.0},
+               {**record, "device_name": "NVIDIA A100-SXM4-80GB", "tokens_per_s": 7000.0},
+               {**record, "shape": "qwen2.5-0.5b-instruct", "tokens_per_s": 8000.0}]
+    path = tmp_path / "throughput.json"
+    path.write_text(json.dumps({"format": "thicket-throughput/1", "records": records}))
+    assert recorded_throughput("qwen2.5-3b-instruct", "h100", path)["tokens_per_s"] == 1200.0
+    assert recorded_throughput("qwen2.5-3b-instruct", "h200", path) is None
+    assert recorded_throughput("qwen2.5-7b-instruct", "h100", tmp_path / "absent.json") is None
+    path.write_text("{not json")
+    with pytest.raises(UserError, match="not a thicket-throughput/1 file"):
+        recorded_throughput("qwen2.5-3b-instruct", "h100", path)

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (bench/throughput.py) and the GPU shape mode (bench/shapes.py)."""
