@@ -28,7 +28,10 @@ PRESETS: dict[str, dict] = {
               "iterative_randopt.max_traces": 1, "iterative_randopt.lora_rank": 32, "iterative_randopt.lora_alpha": 64,
               "iterative_randopt.batch_size": 4, "iterative_randopt.micro_batch": 4},
     "paper": {"n_train": 200, "n_test": None, "max_new_tokens": 1024, "k": (1, 5, 10, 20, 50),
-              "randopt.population": 5000},
+              "randopt.population": 5000,
+              # GRPO's batch of 1024 prompts cannot come from the 200 selection items: the paper
+              # preset trains it on the whole train split (docs/paper.md section 3; recorded in its rows)
+              "grpo.train_items": "full"},
 }
 
 

@@ -149,6 +149,10 @@ def print_plan(protocol, methods, settings, budget_flops, seeds, gpus, gpu) -> i
 
 
 def _probe(name: str | None, config_only: bool) -> Probe:
+    """The model's config and tokenizer; for a GPU projection the repository's shape file comes
+    first (no network, no weights), the Hub cache or a local folder otherwise."""
+    if config_only and name and (SHAPES / f"{model_slug(name)}.json").is_file():
+        return config_only_probe(name)
     try:
         return probe_model(name)
     except UserError:

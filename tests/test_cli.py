@@ -132,3 +132,14 @@ def test_plan_reads_the_gpu_bench_record_of_its_shape_and_gpu_kind(tmp_path):
     path.write_text("{not json")
     with pytest.raises(UserError, match="not a thicket-throughput/1 file"):
         recorded_throughput("qwen2.5-3b-instruct", "h100", path)
+
+
+def test_plan_projects_a_paper_scale_gpu_run_from_shape_files_alone(data_dir, capsys, monkeypatch):
+    """Qwen2.5-3B at the paper budget on 8 H100s: no weights, no network (the shape file comes
+    first), every default method sized (GRPO's 1024-prompt batch from the whole train split)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["plan", "--task", "gsm8k", "--budget", "paper", "--model", "Qwen/Qwen2.5-3B-Instruct",
+                 "--gpus", "8", "--gpu", "h100", "--data-dir", data_dir]) == 0
+    out = capsys.readouterr().out
+    assert "P=3,085,938,688" in out and "| grpo | steps=" in out and "| randopt | N=5000 |" in out
+    assert "ASSUMED" in out and "total projected wall time" in out
