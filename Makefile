@@ -19,7 +19,7 @@ ARGS ?=
 ifeq ($(NPROC),1)
 THICKET := $(BIN)/thicket
 else
-# --multi_gpu is what makes Accelerate start NPROC processes, on CPU too (ENVIRONMENT.md).
+# --multi_gpu is what makes Accelerate start NPROC processes, on CPU too (without it: one process).
 THICKET := $(BIN)/accelerate launch --multi_gpu --num_processes $(NPROC) -m harness.cli
 endif
 

@@ -1,6 +1,6 @@
 """The compute ledger: FLOPs counted from the tokens each method actually processed.
 
-Convention (PAPER.md section 4): a token through a forward pass costs 2P FLOPs, through a
+Convention (docs/paper.md section 4): a token through a forward pass costs 2P FLOPs, through a
 backward pass 4P more (P = parameter count): 2P for the gradient flowing back through every
 weight, 2P for the weights' own gradients. When only T of the weights train (LoRA: T = the
 adapters), a backward pass costs 2P + 2T. Tokens are the real prompt and generated
@@ -62,7 +62,7 @@ def backward_flops_per_token(n_params: int, trainable: int | None = None) -> int
     return 2 * n_params + 2 * (n_params if trainable is None else trainable)
 
 
-# ---- the paper's closed-form training FLOPs (PAPER.md section 4), reported beside the ledger ----
+# ---- the paper's closed-form training FLOPs (docs/paper.md section 4), reported beside the ledger ----
 # L is the sequence length: mean prompt tokens + max new tokens (an upper bound, as in the paper).
 
 def paper_population_flops(iterations: int, population: int, n_items: int, n_params: int, seq_len: float) -> float:

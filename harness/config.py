@@ -21,7 +21,7 @@ PRESETS: dict[str, dict] = {
               "iterative_randopt.population": 1, "iterative_randopt.top_k": 1, "iterative_randopt.samples": 1,
               "iterative_randopt.max_traces": 1, "iterative_randopt.lora_rank": 8, "iterative_randopt.lora_alpha": 16,
               "iterative_randopt.batch_size": 2, "iterative_randopt.micro_batch": 2},
-    "small": {"n_train": 64, "n_test": 128, "max_new_tokens": 256, "k": (1, 5, 10), "randopt.population": 32,
+    "small": {"n_train": 64, "n_test": 256, "max_new_tokens": 256, "k": (1, 5, 10), "randopt.population": 32,
               "es.population": 8, "grpo.batch_prompts": 4, "grpo.num_generations": 8,
               "ppo.batch_prompts": 16, "ppo.mini_batch": 8,
               "iterative_randopt.population": 4, "iterative_randopt.top_k": 2, "iterative_randopt.samples": 2,

@@ -1,6 +1,6 @@
 """Gaussian weight perturbations theta + sigma * eps(seed), and exact restore.
 
-Two noise modes (PAPER.md section 1), both regenerable from (seed, mode) alone:
+Two noise modes (docs/paper.md section 1), both regenerable from (seed, mode) alone:
 - `iid`: one generator seeded once, advanced across parameters in a fixed order, so every
   parameter gets independent noise (what the paper's maths describes).
 - `released`: what the authors' code does: a fresh generator seeded with the same seed for

@@ -256,7 +256,7 @@ def common_args(ctx, cfg, seed: int) -> dict:
 
     use_cpu on a CPU model: TrainingArguments rebuilds Accelerate's state, and only with it does
     a multi-process CPU launch become a gloo process group (otherwise every process would train
-    alone, unaware of the others; ENVIRONMENT.md)."""
+    alone, unaware of the others)."""
     return dict(output_dir=str(ctx.out_dir / "checkpoints"), use_cpu=device_type(ctx) == "cpu",
                 learning_rate=cfg.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
                 weight_decay=0.0, logging_steps=1, report_to="none", disable_tqdm=True, bf16=mixed_precision(ctx),

@@ -5,7 +5,7 @@ Per iteration t: N fresh seeds; member i = theta + sigma * eps_i scored by mean 
 (greedy, the same items as every method); z_i = (r_i - mean r) / (std r + 1e-8);
 theta += (alpha / N) * sum_i z_i * eps_i (no 1/sigma), accumulated in float32.
 Reported: the final model (row "es") and "es+vote", the majority vote of the top K members
-of the final population (PAPER.md section 2).
+of the final population (docs/paper.md section 2).
 
 Faithful in: N=30, sigma=1e-3, alpha=5e-4 defaults, z-scoring, the update rule, float32
 accumulation, greedy scoring on the shared train items, perturbation code shared with

@@ -5,7 +5,7 @@ each of B prompts, scores them with `task.reward`, takes advantage = (reward - g
 group std, and makes B/mini_batch clipped policy-gradient updates with a beta-weighted KL
 to the frozen starting model. The evaluator then answers greedily with the trained weights.
 
-Paper (Gan & Isola, "Neural Thickets", arXiv 2603.12228; PAPER.md section 3): verl, B=1024
+Paper (Gan & Isola, "Neural Thickets", arXiv 2603.12228; docs/paper.md section 3): verl, B=1024
 prompts x G=8, lr 1e-6, mini-batch 64 prompts, KL 1e-3, 1024/1024 prompt/response tokens;
 these are the Config defaults. Deviations:
 - TRL 1.12 instead of verl. TRL's defaults stand in for verl's: loss "dapo" (token-level

@@ -5,7 +5,7 @@ each step samples one completion for each of B prompts; the reward is `task.rewa
 last token minus kl_coef * KL to the starting model at every token; GAE(gamma, lam) on a
 value model gives advantages; clipped policy and value losses, B/mini_batch updates per epoch.
 
-Paper (Gan & Isola, "Neural Thickets", arXiv 2603.12228; PAPER.md section 3): verl, batch 128,
+Paper (Gan & Isola, "Neural Thickets", arXiv 2603.12228; docs/paper.md section 3): verl, batch 128,
 G=1, actor lr 1e-6, critic lr 1e-5, mini-batch 32, KL 1e-3, GAE; the Config defaults. Deviations:
 - TRL 1.12's experimental PPOTrainer instead of verl: the KL (k1 estimate) enters the per-token
   reward, TRL's only form (verl can put it in the loss instead); TRL's clip ranges (0.2 for

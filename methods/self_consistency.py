@@ -1,7 +1,7 @@
 """self_consistency: the base model sampled K times, majority vote (Wang et al. 2023).
 
 The test-time-compute-matched baseline for RandOpt: the same K generations per test item,
-the same vote, no training. PAPER.md section 4 notes it matched or beat RandOpt on GSM8K in
+the same vote, no training. docs/paper.md section 4 notes it matched or beat RandOpt on GSM8K in
 an independent reproduction. Sampling: temperature `temperature`, top-p 1, no top-k; sample
 i uses seed (run seed, i), so reruns give the same votes.
 

@@ -5,7 +5,7 @@ with `ast.parse(..., mode="eval")`, which only builds a syntax tree, and the tre
 here, accepting only integer literals and the binary operators + - * /. Arithmetic is
 exact (fractions.Fraction), so "7 / 2" is 7/2, not 3.5000000000000004.
 
-Source: the ES paper's Countdown rule (PAPER.md section 5): an answer may use only digits,
+Source: the ES paper's Countdown rule (docs/paper.md section 5): an answer may use only digits,
 + - * / ( ) and spaces. Deviation from the released ES code, which eval()s the string once
 that character check passes: operators Python would also accept from those characters are
 rejected here: `**` and `//` (not basic arithmetic) and unary minus or plus ("-3", "1 -- 2";

@@ -1,6 +1,6 @@
 """Countdown: combine the given numbers with + - * / to reach a target.
 
-Source: PAPER.md section 5 and the ES paper's countdown.json (2200 items; items [:200]
+Source: docs/paper.md section 5 and the ES paper's countdown.json (2200 items; items [:200]
 are the train/selection split, [200:] the test split), offline at
 DATA_DIR/countdown/countdown.json. Prompts are the paper's system and user messages; the
 numbers are rendered as in the data's `context` field (numpy style: "[44 19 35]", "[ 8 16 56]").

@@ -1,6 +1,6 @@
 """GSM8K: grade-school math word problems with a numeric answer.
 
-Source: PAPER.md section 5. Data openai/gsm8k ("main"), offline copy DATA_DIR/gsm8k/{train,test}.jsonl.
+Source: docs/paper.md section 5. Data openai/gsm8k ("main"), offline copy DATA_DIR/gsm8k/{train,test}.jsonl.
 Prompt: the question + ` Let's think step by step and output the final answer after "####".`
 Answer: strict, the last "#### <number>"; else flexible, the last number anywhere in the response.
 Correct: the extracted number equals the number after "####" in the gold solution.

@@ -1,6 +1,6 @@
 """MATH-500: competition math problems with a LaTeX answer.
 
-Source: PAPER.md section 5. Data HuggingFaceH4/MATH-500 (one "test" split of 500), offline
+Source: docs/paper.md section 5. Data HuggingFaceH4/MATH-500 (one "test" split of 500), offline
 at DATA_DIR/math500/test.jsonl. Our "train" (selection) split is items [:200], "test" [200:].
 Prompt: the problem + "\\n\\nLet's think step by step and output the final answer after ####",
 verbatim from the paper, although the scorer looks for the last \\boxed{...} (as the paper's does).

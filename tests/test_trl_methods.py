@@ -329,3 +329,30 @@ def test_a_finished_record_found_on_resume_removes_leftover_checkpoints(tmp_path
     (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
     assert load_result(tmp_path)["tokens"] == 1
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_long_generation_calls_show_item_progress(tiny_model_dir, tmp_path, monkeypatch):
+    """A test voter or a member's scoring pass is one unit that can take minutes at scale:
+    each reports its items through harness.progress.items, every item exactly once."""
+    import contextlib
+
+    from harness import progress
+    from harness.evaluate import Evaluator
+    from harness.method import Voter
+
+    seen = []
+
+    @contextlib.contextmanager
+    def recording(n, desc):
+        counts = []
+        yield counts.append
+        seen.append((desc, n, sum(counts)))
+
+    monkeypatch.setattr(progress, "items", recording)
+    ctx = make_ctx(tiny_model_dir, tmp_path, budget=None)
+    ctx.score_current()
+    evaluator = Evaluator(ctx.task, ctx.protocol, ctx.engine, ctx.perturber, ctx.ledger.n_params, ctx.train_items)
+    evaluator.voter_record(Voter("base"))
+    n_test = len(evaluator.items)
+    assert seen == [("train items", len(ctx.train_items), len(ctx.train_items)),
+                    ("base on test", n_test, n_test)]

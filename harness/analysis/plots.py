@@ -30,7 +30,7 @@ from harness.analysis.rundir import Run, is_number, load
 from harness.results import mean_std
 
 matplotlib.rcParams["svg.hashsalt"] = "thicket"  # SVG ids are random otherwise
-ORDER = ("base", "self_consistency", "randopt", "es", "es+vote", "grpo", "ppo")
+ORDER = ("base", "self_consistency", "randopt", "es", "es+vote", "grpo", "ppo", "iterative_randopt")
 DODGE = 1.06
 """Sideways spread (a factor on the log FLOPs axis) between test-accuracy markers."""
 STYLE = {"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8}
