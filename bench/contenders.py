@@ -2,6 +2,9 @@
 
 - bare: `model.generate`, batch 64, prompts in their own order (the baseline);
 - engine: `harness.generate.Engine` as the harness runs it;
+- engine_draft: the engine given the BASE model's greedy outputs as drafts (what RandOpt's and
+  ES's member scoring does): one teacher-forced pass checks each draft, and decoding starts at
+  the member's first token that differs;
 with `--alternatives`:
 - generate_batch: transformers' continuous batching (paged attention, block sharing);
 - engine_no_prefix / engine_keep_finished / engine_dynamic_cache / engine_batches_alone /
@@ -30,14 +33,20 @@ ALTERNATIVES = {
 class EngineRun:
     """The harness engine on one workload's prepared batches."""
 
-    def __init__(self, engine: Engine, prompts: list[str], max_new_tokens: int):
-        self.engine, self.max_new_tokens = engine, max_new_tokens
+    def __init__(self, engine: Engine, prompts: list[str], max_new_tokens: int, draft=None):
+        self.engine, self.max_new_tokens, self.draft = engine, max_new_tokens, draft
         self.batches = engine.prepare(prompts)
         self.prefix_length = engine.shared_prefix(prompt_lists(self.batches))
 
     def __call__(self) -> list[Output]:
         return [Output(c.text, list(c.token_ids), c.prompt_tokens)
-                for c in self.engine.generate(self.batches, self.max_new_tokens)]
+                for c in self.engine.generate(self.batches, self.max_new_tokens, draft=self.draft)]
+
+
+def base_drafts(model, tokenizer, load: Workload, batch_size: int):
+    """The unperturbed model's greedy completions of a workload (call before perturbing)."""
+    engine = Engine(model, tokenizer, batch_size)
+    return engine.generate(engine.prepare(load.prompts), load.max_new_tokens)
 
 
 def bare_run(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> Callable[[], list[Output]]:
@@ -83,11 +92,14 @@ def alternative_names(alternatives: str) -> list[str]:
     return names
 
 
-def contenders(model, tokenizer, load: Workload, batch_size: int, alternatives: str = "") -> dict:
-    """bare and engine, plus the named alternatives."""
+def contenders(model, tokenizer, load: Workload, batch_size: int, alternatives: str = "", draft=None) -> dict:
+    """bare and engine (and engine_draft given the base's completions), plus the named alternatives."""
     names = alternative_names(alternatives)
     runs = {"bare": bare_run(model, tokenizer, load.prompts, load.max_new_tokens, batch_size),
             "engine": EngineRun(Engine(model, tokenizer, batch_size), load.prompts, load.max_new_tokens)}
+    if draft is not None:
+        runs["engine_draft"] = EngineRun(Engine(model, tokenizer, batch_size), load.prompts, load.max_new_tokens,
+                                         draft)
     # on CPU continuous batching is several times slower: timed on the short workload only
     if "generate_batch" in names and load.max_new_tokens <= 32:
         runs["generate_batch"] = continuous_batching_run(model, tokenizer, load.prompts, load.max_new_tokens)

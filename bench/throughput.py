@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import measure, workloads as wl  # noqa: E402
-from bench.contenders import alternative_names, contenders  # noqa: E402
+from bench.contenders import alternative_names, base_drafts, contenders  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 from harness.model import load_model  # noqa: E402
 from harness.perturb import Perturber  # noqa: E402
@@ -84,6 +84,7 @@ def main(argv=None) -> dict:
     peak = measure.matmul_peak(4096, hidden, inter)
     print(f"fp32 matmul peak (4096x{hidden} @ {hidden}x{inter}): {peak / 1e9:.0f} GFLOP/s, "
           f"{torch.get_num_threads()} threads, load {measure.load_average():.1f}", flush=True)
+    drafts = {load.name: base_drafts(model, tokenizer, load, args.batch_size) for load in loads}
     perturber = Perturber(model)
     perturber.apply(1000, args.sigma, "iid")  # one member, the same for every contender
     flops = measure.FlopCounter(model)
@@ -91,7 +92,7 @@ def main(argv=None) -> dict:
               "peak_flops": peak, "load_start": measure.load_average(), "workloads": {}}
     engine_results = {}
     for load in loads:
-        race = contenders(model, tokenizer, load, args.batch_size, args.alternatives)
+        race = contenders(model, tokenizer, load, args.batch_size, args.alternatives, drafts[load.name])
         results = wl.race(load, race, log=lambda s: print(s, flush=True))
         report["workloads"][load.name] = summarize(model, tokenizer, load, race, results, flops, peak)
         engine_results[load.name] = results["engine"]
@@ -165,7 +166,9 @@ def print_report(report: dict) -> dict:
             "peak_fraction_arith": pick("arith", "peak_fraction", 3),
             "peak_fraction_gsm8k": pick("gsm8k", "peak_fraction", 3),
             "perturb_restore_share": round(share["share"], 4) if share else None,
-            "peak_rss_gib": round(report["peak_rss_gib"], 2)}
+            "peak_rss_gib": round(report["peak_rss_gib"], 2),
+            **{f"{key}_draft_{name}": round(w["engine_draft"][key], 4) for name, w in report["workloads"].items()
+               if "engine_draft" in w for key in ("speedup", "same")}}
 
 
 if __name__ == "__main__":

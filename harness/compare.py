@@ -58,6 +58,8 @@ class Session:
     evaluator: Evaluator
     budget_flops: float
     sizing: Sizing
+    drafts: dict = dataclasses.field(default_factory=dict)
+    """The base model's greedy train completions ("train"), drafts for every member's scoring."""
 
 
 def resolve(protocol: Protocol, methods, settings: dict) -> tuple[dict, dict]:
@@ -168,11 +170,16 @@ def base_train_score(s: Session, folder: Path, progress=None) -> None:
     """The unperturbed model's mean train reward: the reference for the thicket histogram.
     An analysis figure, charged to no method; its wall time calibrates the ETA."""
     path = folder / "base_train.json"
-    if path.is_file():
+    if path.is_file() and ("train" in s.drafts or not s.engine.draft_members):
         return
     ctx = train_context(s, folder, Ledger(s.n_params), None)
     start = time.perf_counter()
-    score, tokens = ctx.score_current()
+    completions = ctx.train_completions()  # no drafts yet: decoded from scratch
+    if s.engine.draft_members:  # a resumed run recomputes them (one member's work)
+        s.drafts["train"] = completions
+    if path.is_file():
+        return
+    score, tokens = ctx.summarize(completions)
     if progress is not None:
         progress.calibrate(time.perf_counter() - start, len(s.train))
     if score == 0:
@@ -183,7 +190,7 @@ def base_train_score(s: Session, folder: Path, progress=None) -> None:
 
 def train_context(s: Session, folder: Path, ledger: Ledger, log) -> TrainContext:
     return TrainContext(s.protocol, s.task, s.model, s.tokenizer, s.engine, s.perturber, ledger, s.train,
-                        s.train_batches, folder, log, s.sizing)
+                        s.train_batches, folder, log, s.sizing, s.drafts)
 
 
 def run_method(s: Session, name: str, plugin, seed_dir: Path, seed: int, keep_weights: bool = False) -> list[dict]:

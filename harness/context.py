@@ -48,6 +48,8 @@ class TrainContext:
     """Metrics logger with .log(dict, step=None)."""
     prompts_sizing: Sizing | None = None
     """The session's Sizing (prompts tokenized once); built from the fields above when not given."""
+    drafts: dict | None = None
+    """The session's base-model greedy train completions under "train" (see train_completions)."""
 
     def __post_init__(self):
         if self.prompts_sizing is None:
@@ -88,12 +90,27 @@ class TrainContext:
             curve = getattr(self.log, "curve", None)  # a plain logger with only .log() gets the record too
             curve(record) if curve else self.log.log(record)
 
-    def score_current(self) -> tuple[float, int]:
-        """Mean train reward of the model as it is now (greedy) and the tokens it took."""
+    def train_completions(self) -> list:
+        """Greedy completions of the train items by the model as it is now.
+
+        A perturbed member writes most of what the base model wrote (bench/divergence.py: 74-94%
+        of an arith member's tokens precede its first difference from the base's output at the
+        paper's sigmas), so the base's completions, when the session has them, go to the engine
+        as drafts: one teacher-forced pass checks them and decoding starts where the member
+        departs. The outputs are the member's own (up to floating-point near-ties) and the
+        ledger charges the nominal tokens as before, so budgets and results do not move."""
+        draft = (self.drafts or {}).get("train")
         with progress.items(len(self.train_items), "train items") as advance:
-            completions = self.engine.generate(self.train_batches, self.max_new_tokens, progress=advance)
+            return self.engine.generate(self.train_batches, self.max_new_tokens, progress=advance, draft=draft)
+
+    def summarize(self, completions: list) -> tuple[float, int]:
+        """Mean train reward of greedy completions and the tokens they took."""
         rewards = self.rewards(completions)
         return sum(rewards) / len(rewards), sum(c.prompt_tokens + c.new_tokens for c in completions)
+
+    def score_current(self) -> tuple[float, int]:
+        """Mean train reward of the model as it is now (greedy) and the tokens it took."""
+        return self.summarize(self.train_completions())
 
     def score_member(self, member: Member) -> tuple[float, int]:
         self.perturber.apply(member.seed, member.sigma, member.noise)

@@ -66,65 +66,101 @@ def layout(prompts: list[list[int]], n_prefix: int, max_new: int, pad_id: int, d
 
 
 def loop(model, prompts: list[list[int]], n_prefix: int, prefix_kv, max_new: int, pick: Picker,
-         settings: Settings, progress: Callable[[int], None] | None = None) -> list[list[int]]:
-    """Decode a pass whose first `n_prefix` prompt tokens are already in `prefix_kv`."""
-    device = model.device
-    ids, mask, positions = layout(prompts, n_prefix, max_new, settings.pad_id, device)
-    length = mask.shape[1] - max_new
+         settings: Settings, progress: Callable[[int], None] | None = None,
+         drafts: list[list[int]] | None = None) -> list[list[int]]:
+    """Decode a pass whose first `n_prefix` prompt tokens are already in `prefix_kv`. With
+    `drafts` (greedy only, slab cache): a guess of each output, checked in one pass."""
+    tail = max(map(len, drafts)) if drafts else 0
+    ids, mask, positions = layout(prompts, n_prefix, tail + max_new, settings.pad_id, model.device)
+    length = mask.shape[1] - tail - max_new
     cache = new_cache(settings.cache, n_layers(model), mask.shape[1])
     if prefix_kv is not None:
         fill_prefix(cache, prefix_kv, len(prompts))
-    logits = prefill(model, cache, ids, mask[:, :length], positions, settings)
-    positions = positions[:, -1:]
-    live = list(range(len(prompts)))  # the prompt of each batch row
-    done, out = [False] * len(live), [[] for _ in live]
-    eos, reported = set(settings.eos_ids), 0  # reported: rows of `live` already counted as finished
-    for step in range(max_new):
-        tokens = pick(logits)
-        for row, (r, tok) in enumerate(zip(live, tokens.tolist())):
-            if not done[row]:
-                out[r].append(tok)
-                done[row] = tok in eos
-        n_done = sum(done)
-        if n_done == len(live) or step == max_new - 1:
-            break
-        if progress is not None and n_done > reported:
-            progress(n_done - reported)
-        reported = n_done
-        if settings.compact_fraction is not None and n_done >= max(1, settings.compact_fraction * len(live)):
+    if drafts:
+        out, positions = verify(model, cache, ids, mask, positions, drafts, max_new, settings)
+    else:
+        logits = prefill(model, cache, ids, mask[:, :length], positions, settings)
+        out, positions = [[t] for t in pick(logits).tolist()], positions[:, -1:] + 1
+    return steps(model, cache, out, mask, positions, length + tail, max_new, pick, settings, progress)
+
+
+def steps(model, cache, out: list[list[int]], mask, positions, length: int, max_new: int, pick: Picker,
+          settings: Settings, progress: Callable[[int], None] | None = None) -> list[list[int]]:
+    """Feed every unfinished row its last token (at `positions`, cache column `length` on)
+    until each has EOS or `max_new` tokens; finished rows leave the batch."""
+    eos, live, reported = set(settings.eos_ids), list(range(len(out))), 0  # reported: finished rows told
+    while True:
+        done = [out[r][-1] in eos or len(out[r]) >= max_new for r in live]
+        if progress is not None and sum(done) > reported:
+            progress(sum(done) - reported)
+        reported = sum(done)
+        if reported == len(live):
+            return out
+        if settings.compact_fraction is not None and reported >= max(1, settings.compact_fraction * len(live)):
             keep = keep_order(done)
-            index = torch.tensor(keep, device=device)
+            index = torch.tensor(keep, device=model.device)
             cache.batch_select_indices(index)
-            mask, positions, tokens = mask[index], positions[index], tokens[index]
+            mask, positions = mask[index], positions[index]
             live, done, reported = [live[row] for row in keep], [False] * len(keep), 0
+        tokens = torch.tensor([[out[r][-1]] for r in live], device=model.device)
         length += 1
-        positions = positions + 1
-        logits = model(input_ids=tokens[:, None], attention_mask=mask[:, :length], position_ids=positions,
+        logits = model(input_ids=tokens, attention_mask=mask[:, :length], position_ids=positions,
                        past_key_values=cache, use_cache=True).logits[:, -1]
-    if progress is not None:
-        progress(len(live) - reported)
-    return out
+        positions = positions + 1
+        for r, finished, tok in zip(live, done, pick(logits).tolist()):
+            if not finished:
+                out[r].append(tok)
 
 
-def prefill(model, cache, ids, mask, positions, settings: Settings) -> torch.Tensor:
-    """Run the prompts (past any prefix already in `cache`); last-position logits per row.
-    With a slab cache, rows go in chunks of similar length, each padded only to its own
-    longest prompt (rows come sorted by length from `Engine.prepare`)."""
-    chunks = _chunks(mask[:, mask.shape[1] - ids.shape[1]:].sum(1).tolist(), settings.chunk_tokens)
+def verify(model, cache, ids, mask, positions, drafts: list[list[int]], max_new: int, settings: Settings):
+    """Run prompts and drafts in one teacher-forced pass; each row keeps its draft up to the
+    first token the model would not have chosen, plus the model's choice there. The cache
+    columns of the rejected draft tokens are masked for good. Returns the outputs so far and
+    the position of each row's last token (the next to feed)."""
+    rows, tail = len(drafts), max(map(len, drafts))
+    end = mask.shape[1] - tail - max_new  # the prompts' last column + 1
+    guess = torch.full((rows, tail), settings.pad_id, dtype=torch.long)
+    for r, d in enumerate(drafts):
+        guess[r, :len(d)] = torch.tensor(d)
+        mask[r, end + len(d):end + tail] = 0
+    offsets = torch.arange(1, tail + 1, device=positions.device)
+    chosen = prefill(model, cache, torch.cat([ids, guess.to(ids.device)], 1), mask[:, :end + tail],
+                     torch.cat([positions, positions[:, -1:] + offsets], 1), settings, tail=tail).tolist()
+    out = []
+    for r, (d, c) in enumerate(zip(drafts, chosen)):
+        k = next((j for j, (x, y) in enumerate(zip(d, c)) if x != y), len(d))
+        stop = k == len(d) and (d[-1] in settings.eos_ids or len(d) >= max_new)
+        out.append((d if stop else d[:k] + [c[k]])[:max_new])
+        mask[r, end + k:end + tail] = 0
+    return out, positions[:, -1:] + torch.tensor([[len(o)] for o in out], device=positions.device)
+
+
+def prefill(model, cache, ids, mask, positions, settings: Settings, tail: int = 0) -> torch.Tensor:
+    """Run the prompts (past any prefix already in `cache`): last-position logits per row; or,
+    with `tail` draft columns after them, the argmax at the last prompt position and at every
+    draft position ([rows, tail + 1]). With a slab cache, rows go in chunks of similar length,
+    each padded only to its own longest prompt (rows come sorted by length from prepare)."""
+    end, width = mask.shape[1], ids.shape[1] - tail
+    own = mask[:, end - tail - width:end - tail].sum(1).tolist()
+    chunks = _chunks([n + tail for n in own], settings.chunk_tokens)
+
+    def run(rows, first: int) -> torch.Tensor:
+        logits = model(input_ids=ids[rows, first:], attention_mask=mask[rows], position_ids=positions[rows, first:],
+                       past_key_values=cache, use_cache=True, logits_to_keep=tail + 1).logits
+        return logits[:, -1] if tail == 0 else logits.argmax(-1)
+
     if settings.cache != "slab" or len(chunks) == 1:
-        return model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                     use_cache=True, logits_to_keep=1).logits[:, -1]
-    logits, width, length = None, ids.shape[1], mask.shape[1]
-    for rows, own in chunks:
+        return run(slice(None), 0)
+    result = None
+    for rows, columns in chunks:
         for layer in cache.layers:
-            layer.open_window(rows, length - own)
-        out = model(input_ids=ids[rows, width - own:], attention_mask=mask[rows], position_ids=positions[rows, width - own:],
-                    past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-        logits = out.new_empty((ids.shape[0], out.shape[-1])) if logits is None else logits
-        logits[rows] = out
+            layer.open_window(rows, end - columns)
+        part = run(rows, ids.shape[1] - columns)
+        result = part.new_empty((ids.shape[0], *part.shape[1:])) if result is None else result
+        result[rows] = part
     for layer in cache.layers:
-        layer.close_window(length)
-    return logits
+        layer.close_window(end)
+    return result
 
 
 def _chunks(lengths: list[int], budget: int) -> list[tuple[slice, int]]:

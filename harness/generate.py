@@ -76,6 +76,13 @@ class Engine:
     """"loop" (harness.decode.loop) or "generate": `model.generate` per pass with
     `generate_kwargs`, e.g. {"cache_implementation": "static"} (CUDA graphs on a GPU)."""
     generate_kwargs: dict = {}
+    draft_members = False
+    """Member scoring (`TrainContext.train_completions`) passes the base model's greedy train
+    completions as `draft`. Off by default: on a CPU every token costs compute, so checking a
+    draft token costs what decoding it does, and bench/throughput.py's engine_draft measured no
+    gain on this project's 2-CPU machine (README, Benchmarks). On a GPU, where a decoding step
+    is bound by memory rather than compute, it may pay: measure with the bench before turning
+    it on (`Engine.draft_members = True`)."""
 
     def __init__(self, model, tokenizer, batch_size: int = 64):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
@@ -95,31 +102,40 @@ class Engine:
 
     @torch.inference_mode()
     def generate(self, batches: list[Batch], max_new_tokens: int, temperature: float = 0.0,
-                 seed: int | None = None, top_p: float = 1.0,
-                 progress: Callable[[int], None] | None = None) -> list[Completion]:
+                 seed: int | None = None, top_p: float = 1.0, progress: Callable[[int], None] | None = None,
+                 draft: list[Completion] | None = None) -> list[Completion]:
         """Completions in the caller's prompt order. temperature 0 means greedy; otherwise
         sampling at `temperature` with nucleus `top_p` (1.0: the whole distribution), from a
         generator seeded with `seed`. `progress(n)` is called whenever n more items have
-        finished (e.g. a tqdm bar's `update`)."""
+        finished (e.g. a tqdm bar's `update`).
+
+        `draft` (greedy only): other greedy completions of the same prompts in the same order,
+        e.g. the base model's for a perturbed member. They are checked in one teacher-forced
+        pass and decoding starts at each item's first token that differs; the outputs are
+        those of decoding from scratch, up to floating-point near-ties."""
         rows = prompt_lists(batches)
         order = [i for b in batches for i in b.order]
+        if draft is not None and len(draft) != len(rows):
+            raise ValueError(f"draft has {len(draft)} completions for {len(rows)} prompts")
+        use_draft = draft is not None and temperature <= 0 and self.decoder == "loop" and self.cache == "slab"
         pick = decode.Picker(temperature, top_p, seed, self.model.device)
         settings = decode.Settings(self.eos_ids, self.tokenizer.pad_token_id, self.cache, self.compact_fraction,
                                    self.prefill_chunk_tokens)
         if self.decoder == "generate":
             torch.manual_seed(seed if seed is not None else 0)
-            run = lambda prompts: decode.with_generate(self.model, prompts, max_new_tokens, pick, settings,  # noqa: E731
-                                                       progress, **self.generate_kwargs)
+            run = lambda prompts, group: decode.with_generate(self.model, prompts, max_new_tokens, pick,  # noqa: E731
+                                                              settings, progress, **self.generate_kwargs)
         else:
             prefix = rows[0][:self.shared_prefix(rows)] if rows else []
             prefix_kv = None
             if prefix:  # with these weights, for this call only
                 prefix_kv = prefix_keys_values(self.model, torch.tensor([prefix], device=self.model.device))
-            run = lambda prompts: decode.loop(self.model, prompts, len(prefix), prefix_kv, max_new_tokens,  # noqa: E731
-                                              pick, settings, progress)
+            run = lambda prompts, group: decode.loop(  # noqa: E731
+                self.model, prompts, len(prefix), prefix_kv, max_new_tokens, pick, settings, progress,
+                [list(draft[order[r]].token_ids) or [self.eos_ids[0]] for r in group] if use_draft else None)
         out: list[Completion | None] = [None] * len(rows)
         for group in self._passes(batches, rows, max_new_tokens):
-            new = run([rows[r] for r in group])
+            new = run([rows[r] for r in group], group)
             for r, gen in zip(group, new):
                 text = self.tokenizer.decode(gen, skip_special_tokens=True)
                 out[order[r]] = Completion(text, len(rows[r]), len(gen), tuple(gen))

@@ -122,6 +122,27 @@ def test_sampling_is_seeded_and_top_p_narrows_it(tiny):
     assert sample(5) == sample(5) and sample(6, top_p=1e-9) == greedy
 
 
+@pytest.mark.parametrize("chunk_tokens", [2048, 40])
+def test_a_draft_only_saves_work_the_outputs_are_decoding_from_scratch(tiny, chunk_tokens):
+    """Base outputs as the draft of perturbed members (near and far), and drafts that are
+    plain wrong (another prompt's output): the member's own greedy output every time."""
+    model, tokenizer = tiny
+    engine, perturber = Engine(model, tokenizer, 4), Perturber(model)
+    engine.prefill_chunk_tokens = chunk_tokens
+    batches = engine.prepare(PROMPTS)
+    base = engine.generate(batches, 24)
+    for sigma in (0.0, 0.01, 0.05, 0.3):
+        perturber.apply(3, sigma, "iid")
+        scratch = engine.generate(batches, 24)
+        for draft in (base, base[1:] + base[:1]):
+            drafted = engine.generate(batches, 24, draft=draft)
+            assert [(c.text, c.prompt_tokens, c.new_tokens) for c in drafted] == \
+                [(c.text, c.prompt_tokens, c.new_tokens) for c in scratch]
+        perturber.restore()
+    with pytest.raises(ValueError, match="draft"):
+        engine.generate(batches, 24, draft=base[:2])
+
+
 @pytest.mark.parametrize("pass_bytes", [0, None])
 def test_progress_reports_every_item_once_as_it_finishes(tiny, pass_bytes):
     model, tokenizer = tiny

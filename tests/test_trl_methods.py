@@ -356,3 +356,20 @@ def test_long_generation_calls_show_item_progress(tiny_model_dir, tmp_path, monk
     n_test = len(evaluator.items)
     assert seen == [("train items", len(ctx.train_items), len(ctx.train_items)),
                     ("base on test", n_test, n_test)]
+
+
+def test_member_scoring_with_the_base_drafts_equals_scoring_from_scratch(tiny_model_dir, tmp_path, monkeypatch):
+    """The session's base completions are drafts for member scoring: the same scores and token
+    counts as decoding from scratch, at sigmas from tiny to large, and they do reach the engine."""
+    from harness.context import Member
+
+    ctx = make_ctx(tiny_model_dir, tmp_path, budget=None)
+    base = ctx.train_completions()
+    members = [Member(i, 100 + i, sigma) for i, sigma in enumerate((1e-3, 1e-2, 5e-2, 0.3))]
+    scratch = [ctx.score_member(m) for m in members]
+    ctx.drafts = {"train": base}
+    given = []
+    generate = ctx.engine.generate
+    monkeypatch.setattr(ctx.engine, "generate", lambda *a, **kw: given.append(kw.get("draft")) or generate(*a, **kw))
+    assert [ctx.score_member(m) for m in members] == scratch
+    assert all(d is base for d in given) and len(given) == len(members)
