@@ -95,10 +95,11 @@ class TrainContext:
 
         A perturbed member writes most of what the base model wrote (bench/divergence.py: 74-94%
         of an arith member's tokens precede its first difference from the base's output at the
-        paper's sigmas), so the base's completions, when the session has them, go to the engine
-        as drafts: one teacher-forced pass checks them and decoding starts where the member
-        departs. The outputs are the member's own (up to floating-point near-ties) and the
-        ledger charges the nominal tokens as before, so budgets and results do not move."""
+        paper's sigmas), so the base's completions, when the session keeps them
+        (`Engine.draft_members`, off by default: no gain on a CPU), go to the engine as drafts:
+        one teacher-forced pass checks them and decoding starts where the member departs. The
+        outputs are the member's own (up to floating-point near-ties) and the ledger charges the
+        nominal tokens as before, so budgets do not move."""
         draft = (self.drafts or {}).get("train")
         with progress.items(len(self.train_items), "train items") as advance:
             return self.engine.generate(self.train_batches, self.max_new_tokens, progress=advance, draft=draft)

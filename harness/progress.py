@@ -76,7 +76,7 @@ def items(n: int, desc: str):
 
     It appears only once the call has run for 10 s and vanishes when done: a 135M member on
     arith takes seconds (a bar per member would be noise under the population's bar); a 7B
-    member's pass over gsm8k or a test voter over 1,119 items takes minutes, and then the user
+    member's pass over gsm8k or a test voter over gsm8k's 1,319 items takes minutes, and then the user
     sees it move."""
     bar = tqdm(total=n, desc=desc, unit="item", leave=False, delay=10, disable=not dist.is_main())
     try:

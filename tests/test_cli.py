@@ -143,3 +143,28 @@ def test_plan_projects_a_paper_scale_gpu_run_from_shape_files_alone(data_dir, ca
     out = capsys.readouterr().out
     assert "P=3,085,938,688" in out and "| grpo | steps=" in out and "| randopt | N=5000 |" in out
     assert "ASSUMED" in out and "total projected wall time" in out
+
+
+def test_draft_members_changes_no_row(tiny_model_dir, tmp_path, monkeypatch, one_thread):
+    """With Engine.draft_members on, the session keeps the base's train completions (also on a
+    resumed run) and member scoring uses them as drafts: the same rows as without."""
+    from harness.generate import Engine
+
+    def rows(folder, drafts: bool) -> list[dict]:
+        monkeypatch.setattr(Engine, "draft_members", drafts)
+        args = ["compare", "--task", "arith", "--model", tiny_model_dir, "--methods", "base,randopt", "--budget",
+                "smoke", "--n-train", "4", "--n-test", "4", "--max-new-tokens", "6", "--k", "1,2",
+                "--set", "population=4", "--results", str(tmp_path / folder)]
+        assert main(args) == 0
+        (run,) = (tmp_path / folder / "arith").iterdir()
+        out = json.loads((run / "seed0" / "randopt" / "rows.json").read_text())
+        return [{k: v for k, v in r.items() if "wall" not in k and "peak" not in k} for r in out]
+
+    seen = []
+    generate = Engine.generate
+    monkeypatch.setattr(Engine, "generate", lambda self, *a, **kw: seen.append(kw.get("draft")) or generate(self, *a, **kw))
+    plain = rows("plain", False)
+    assert all(d is None for d in seen)
+    seen.clear()
+    assert rows("drafted", True) == plain
+    assert sum(d is not None for d in seen) == 4  # the four members' scoring passes
