@@ -2,9 +2,9 @@
 
 - bare: `model.generate`, batch 64, prompts in their own order (the baseline);
 - engine: `harness.generate.Engine` as the harness runs it;
-- engine_draft: the engine given the BASE model's greedy outputs as drafts (what RandOpt's and
-  ES's member scoring does): one teacher-forced pass checks each draft, and decoding starts at
-  the member's first token that differs;
+- engine_draft: the engine given the BASE model's greedy outputs as drafts (what member scoring
+  does with `Engine.draft_members` on): one teacher-forced pass checks each draft, and decoding
+  starts at the member's first token that differs;
 with `--alternatives`:
 - generate_batch: transformers' continuous batching (paged attention, block sharing);
 - engine_no_prefix / engine_keep_finished / engine_dynamic_cache / engine_batches_alone /

@@ -19,7 +19,10 @@ engine's model-FLOP rate as a fraction of the measured fp32 matmul peak of the m
 shape (4096 x hidden @ hidden x intermediate, best of 5; FLOPs as in bench/measure.py). Also
 perturb + restore as a share of one member's arith evaluation (perturb, generate, rewards,
 restore: the shortest evaluation, so the largest share) and the process's peak RSS.
-Writes bench/results.json; the last line printed is one line of JSON with the headline keys.
+Also `engine_draft`: the engine given the base model's greedy outputs as drafts (off by default
+in the harness, `Engine.draft_members`; this is the measurement that decides it).
+Writes bench/results.json; the last line printed is one line of JSON with the headline keys,
+then `speedup_draft_<workload>` and `same_draft_<workload>`.
 
 `--shapes NAME,...` runs the GPU mode instead (bench/shapes.py): random models of real shapes.
 """
