@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from harness import distributed as dist
+from harness.checkpoints import complete_checkpoint
 from harness.vote import majority
 
 ADAPTER_PREFIX = "base_model.model."
@@ -98,22 +99,6 @@ def lora_config(rank: int, alpha: int, dropout: float):
                       bias="none", task_type="CAUSAL_LM")
 
 
-def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint-N whose trainer_state.json (the Trainer writes it last) parses:
-    a checkpoint cut short by a kill is skipped, so training resumes from a whole one."""
-    if not folder.is_dir():
-        return None
-    steps = sorted((int(p.name.split("-")[1]) for p in folder.glob("checkpoint-*")
-                    if p.name.split("-")[1].isdigit()), reverse=True)
-    for step in steps:
-        try:
-            json.loads((folder / f"checkpoint-{step}" / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            continue
-        return str(folder / f"checkpoint-{step}")
-    return None
-
-
 def train_lora(model, tokenizer, examples: dict, args: dict, lora, adapter_dir: Path, callbacks=()) -> dict:
     """LoRA SFT of `model` on `examples`, resumed from the last complete checkpoint; returns the
     record saved as sft.json (tokens processed, optimizer steps, examples).
@@ -134,7 +119,7 @@ def train_lora(model, tokenizer, examples: dict, args: dict, lora, adapter_dir: 
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_dict(examples),
                          processing_class=tokenizer, peft_config=lora, callbacks=list(callbacks))
     quiet(trainer)
-    trainer.train(resume_from_checkpoint=last_complete_checkpoint(Path(config.output_dir)))
+    trainer.train(resume_from_checkpoint=complete_checkpoint(Path(config.output_dir), "sft"))
     record = {"tokens": int(trainer.state.num_input_tokens_seen), "steps": trainer.state.global_step,
               "examples": len(examples["input_ids"])}
     if dist.is_main():

@@ -13,8 +13,8 @@ score completions, charge the ledger, persist and hand weights to the evaluator:
   once that step's checkpoint is complete (a resumed run never shows a step that was lost);
 - `save_policy`: LoRA merged, weights saved in the harness model's dtype under its parameter
   names, so that `Perturber.load_file` loads them into the harness's own model instance;
-- persistence: `result.json` marks a finished run; `complete_checkpoint` picks the newest
-  trainer checkpoint that was written to the end (and deletes half-written ones);
+- persistence: `result.json` marks a finished run (`harness.checkpoints.complete_checkpoint`
+  picks the newest trainer checkpoint written to the end and deletes half-written ones);
   `Checkpointer`/`restore` resume a trainer that cannot resume itself (PPO), with every RNG
   state, so that a resumed run ends with the same weights as an uninterrupted one.
 """
@@ -39,6 +39,7 @@ from harness.compute import backward_flops_per_token
 from harness.errors import UserError
 from harness.perturb import parameters
 from harness.plan import Prompts
+from harness.results import write_json
 from harness.task import checked_rewards
 
 TRAIN_ITEMS = ("selection", "full")
@@ -295,35 +296,6 @@ def save_policy(model, perturber, path: Path) -> str:
     return str(path)
 
 
-def complete_checkpoint(folder: Path, name: str) -> str | None:
-    """The newest Trainer checkpoint written to the end, or None; half-written ones are deleted.
-
-    The Trainer writes checkpoint-N/ in place: weights, optimizer, scheduler, RNG state, and
-    trainer_state.json last. A kill anywhere before that last file leaves a folder that
-    `get_last_checkpoint` would pick and fail on at every rerun; here a checkpoint counts only
-    if its trainer_state.json parses and names step N (SIGKILL loses no written page, so a
-    complete last file means complete earlier ones). The main process decides, for all."""
-    chosen = _newest_complete(folder, name) if dist.is_main() else None
-    return dist.gather([chosen])[0] if dist.world() > 1 else chosen
-
-
-def _newest_complete(folder: Path, name: str) -> str | None:
-    complete = []
-    for path in sorted(folder.glob("checkpoint-*")) if folder.is_dir() else []:
-        step = path.name.rpartition("-")[2]
-        try:
-            state = json.loads((path / "trainer_state.json").read_text())
-            ok = step.isdigit() and state.get("global_step") == int(step)
-        except (OSError, ValueError, AttributeError):
-            ok = False
-        if ok:
-            complete.append((int(step), path))
-        else:
-            print(f"{name}: removing incomplete checkpoint {path} (the run was killed while writing it)", flush=True)
-            shutil.rmtree(path, ignore_errors=True)
-    return str(max(complete)[1]) if complete else None
-
-
 def rng_states() -> dict:
     """Every random state a training step draws from, in a form torch.load(weights_only) reads."""
     np_state = np.random.get_state()
@@ -420,9 +392,7 @@ def load_result(out_dir: Path) -> dict | None:
 def write_result(out_dir: Path, result: dict) -> None:
     """Mark training finished; its checkpoints (GBs with optimizer state) are then dead weight."""
     if dist.is_main():
-        tmp = out_dir / "result.json.partial"
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.rename(out_dir / "result.json")
+        write_json(out_dir / "result.json", result)  # atomic: written whole, then renamed
         faults.point("result-written")
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     dist.barrier()
