@@ -44,24 +44,19 @@ from pathlib import Path
 
 import torch
 
-SHAPES_DIR = Path(__file__).with_name("shapes")
-DEFAULT_RECORD = Path(__file__).with_name("recorded") / "throughput.json"
+from harness.projection import RECORDED as DEFAULT_RECORD, SHAPES as SHAPES_DIR, shape_config as read_shape
+
 FORMAT = "thicket-throughput/1"
 PREFIX_TOKENS = 24
 
 
 def shape_config(name: str):
-    """A transformers config from bench/shapes/<name>.json (keys starting with _ are notes)."""
-    from transformers import AutoConfig
-
+    """(config, Hub id, dtype name) from bench/shapes/<name>.json (harness.projection reads it)."""
     path = SHAPES_DIR / f"{name}.json"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in SHAPES_DIR.glob("*.json")))
         raise SystemExit(f"error: no shape {name!r} in {SHAPES_DIR}; choose from {known}")
-    fields = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
-    fields.pop("architectures", None)
-    dtype = fields.pop("torch_dtype", None)
-    return AutoConfig.for_model(fields.pop("model_type"), **fields), json.loads(path.read_text()).get("_hub_id"), dtype
+    return read_shape(path)
 
 
 def build(name: str, device: str, seed: int = 0):

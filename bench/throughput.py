@@ -40,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import measure, workloads as wl  # noqa: E402
 from bench.contenders import alternative_names, base_drafts, contenders  # noqa: E402
+from harness import memory  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 from harness.model import load_model  # noqa: E402
 from harness.perturb import Perturber  # noqa: E402
@@ -101,7 +102,7 @@ def main(argv=None) -> dict:
         engine_results[load.name] = results["engine"]
     report["perturb_restore"] = {load.name: perturb_share(perturber, load, engine_results[load.name], args.sigma)
                                  for load in loads}
-    report.update(load_end=measure.load_average(), peak_rss_gib=measure.peak_rss_gib(),
+    report.update(load_end=measure.load_average(), peak_rss_gib=memory.peak_gib()["rss_gib"],
                   peak_matmul_end=measure.matmul_peak(4096, hidden, inter))
     Path(args.out).write_text(json.dumps(report, indent=1))
     headline = print_report(report)

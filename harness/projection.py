@@ -49,17 +49,30 @@ def model_slug(name: str | None) -> str:
     return (name or "smollm2").rstrip("/").rpartition("/")[2].lower()
 
 
+def shape_config(path: Path):
+    """A transformers config from a shape file (the shape fields of a model's public config.json;
+    keys starting with _ are notes): (config, the model's Hub id, its dtype name). The GPU bench
+    builds its random models from the same files."""
+    from transformers import AutoConfig
+
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    fields = {k: v for k, v in raw.items() if not k.startswith("_")}
+    fields.pop("architectures", None)
+    dtype = fields.pop("torch_dtype", None)
+    return AutoConfig.for_model(fields.pop("model_type"), **fields), raw.get("_hub_id"), dtype
+
+
 def config_only_probe(name: str) -> Probe:
     """A model from its shape file in bench/shapes/ (no download, no weights), with the
     embedded SmolLM2 tokenizer standing in for its own to count prompt tokens."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     path = SHAPES / f"{model_slug(name)}.json"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in SHAPES.glob("*.json"))) or "none"
         raise UserError(f"model {name!r} is not reachable from here and has no shape file {path}; known shapes: "
                         f"{known} (or pass a local model folder)")
-    config = AutoConfig.for_model(**json.loads(path.read_text(encoding="utf-8")))
+    config = shape_config(path)[0]
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
     tokenizer = load_tokenizer(resolve_model(None), "smollm2 (token-count proxy)")

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +70,7 @@ from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
 from harness.perturb import NOISE_MODES
 from harness.plan import Work, no_unit_error
+from harness.results import write_json
 from harness.task import checked_rewards
 from harness.units import run_units
 from methods._trl import (TRAIN_ITEMS, Pass, charge, common_args, flops_per_token, lora_params,
@@ -368,7 +368,7 @@ class IterativeRandOpt(Method):
         """This round's kept traces, for reading (the run itself recomputes them from the rollouts)."""
         if dist.is_main():
             rows = [{"item": plan.items[t.item].id, "key": t.key, "tokens": t.tokens, "text": t.text} for t in traces]
-            (ctx.out_dir / f"r{r}-traces.json").write_text(json.dumps(rows, indent=1))
+            write_json(ctx.out_dir / f"r{r}-traces.json", rows)
 
     def _distil(self, ctx, r: int, examples: dict, original, micro: int) -> tuple[Path, dict]:
         """LoRA SFT from the ORIGINAL base on `examples`, or the finished adapter of an earlier run."""
