@@ -1,7 +1,8 @@
 """Shared fixtures: a tiny random Llama model (seconds, no download), the offline data
-folder, and W&B switched off for every test that does not ask for it (marker `wandb`)."""
+folder, `no_eval`, and W&B switched off for every test that does not ask for it (marker `wandb`)."""
 from __future__ import annotations
 
+import builtins
 import os
 import string
 from pathlib import Path
@@ -109,3 +110,13 @@ def quiet_hf():
     yield
     if was:
         hf_logging.enable_progress_bar()
+
+
+@pytest.fixture
+def no_eval(monkeypatch):
+    """Make eval and exec fail loudly in this process, so a test proves that model text is never
+    evaluated here (countdown's evaluator parses it; MBPP's programs run in a child)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("model output reached eval/exec in the harness")
+    monkeypatch.setattr(builtins, "eval", refuse)
+    monkeypatch.setattr(builtins, "exec", refuse)

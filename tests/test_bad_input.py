@@ -58,13 +58,18 @@ def test_results_that_is_a_file(tiny_model_dir, tmp_path, capsys, monkeypatch, q
     assert "is a file" in line and "--results" in line
 
 
+def mounted_tmpfs(folder: Path, options: str) -> bool:
+    """Mount a fresh tmpfs with `options` on a new `folder`; False where mounting is not allowed."""
+    folder.mkdir()
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True).returncode == 0
+
+
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A folder nobody can write to: a read-only tmpfs (as root chmod does not stop writes)."""
     folder = tmp_path / "ro"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)],
-                      capture_output=True).returncode != 0:
+    if not mounted_tmpfs(folder, "size=1m,ro"):
         folder.chmod(0o555)
         if os.access(folder, os.W_OK):
             pytest.skip("cannot make a read-only folder here")
@@ -193,9 +198,7 @@ def test_nan_reward_stops_the_run_with_the_item_named(tiny_model_dir, tmp_path, 
 def tiny_disk(tmp_path):
     """A 256 KiB filesystem: room for the run's records, not for a copy of the weights."""
     folder = tmp_path / "disk"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
-                      capture_output=True).returncode != 0:
+    if not mounted_tmpfs(folder, "size=256k"):
         pytest.skip("cannot mount a small tmpfs here")
     yield folder
     subprocess.run(["umount", str(folder)], capture_output=True)

@@ -2,7 +2,6 @@
 sandbox (the real reference solutions of the first 50 tasks pass; wrong ones fail)."""
 from __future__ import annotations
 
-import builtins
 import json
 
 import pytest
@@ -18,15 +17,6 @@ GOLD = {"test_setup_code": "", "test_list": ["assert add(1, 2) == 3", "assert ad
 ITEM = Item(id="t", messages=(), gold=GOLD)
 FAST = Mbpp(Limits(seconds=1.0))  # short step limit: the hanging cases take about a second
 RIGHT = "def add(a, b):\n    return a + b"
-
-
-@pytest.fixture
-def no_eval(monkeypatch):
-    """exec and eval fail in this process: the program must run in a child."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("model output reached eval/exec in the harness")
-    monkeypatch.setattr(builtins, "eval", refuse)
-    monkeypatch.setattr(builtins, "exec", refuse)
 
 
 @pytest.mark.parametrize("response, code", [

@@ -2,7 +2,6 @@
 inputs included, and loading of the offline data in ../shared/data when it is present."""
 from __future__ import annotations
 
-import builtins
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -18,16 +17,7 @@ from tasks.gsm8k import TASK as GSM8K, normalize_number
 from tasks.math500 import TASK as MATH500, last_boxed, normalize
 
 
-# data_dir: the offline data folder, from conftest.py
-
-
-@pytest.fixture
-def no_eval(monkeypatch):
-    """Make eval and exec fail loudly, so a test proves the evaluator never runs model text."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("model output reached eval/exec")
-    monkeypatch.setattr(builtins, "eval", refuse)
-    monkeypatch.setattr(builtins, "exec", refuse)
+# data_dir (the offline data folder) and no_eval: from conftest.py
 
 
 def item(gold) -> Item:
