@@ -103,6 +103,12 @@ class Work:
         parts.append(f"{self.test_generations} generation(s) per test item")
         return "; ".join(parts) + (f" ({self.note})" if self.note else "")
 
+    def seconds(self, per_sequence: float, per_update_flop: float, n_test: int) -> float:
+        """Projected wall time: every train and test generation at `per_sequence` seconds, the
+        update FLOPs at `per_update_flop` (thicket plan and the run's ETA both use it)."""
+        return (per_sequence * (self.generated_sequences + self.test_generations * n_test)
+                + per_update_flop * self.update_flops)
+
 
 def plan_methods(plugins: dict, sizing: Sizing) -> dict:
     """{name: Work} for every method; a method that cannot afford one unit raises here."""

@@ -43,9 +43,7 @@ class Progress:
         s = self.session
         per_sequence_flops = s.sizing.worst_pass_flops / max(1, len(s.train))
         per_flop = self.seconds_per_sequence / per_sequence_flops
-        n_test = len(s.evaluator.items)
-        return (self.seconds_per_sequence * (work.generated_sequences + work.test_generations * n_test)
-                + per_flop * work.update_flops)
+        return work.seconds(self.seconds_per_sequence, per_flop, len(s.evaluator.items))
 
     def start(self, name: str, seed: int) -> None:
         self._index += 1

@@ -186,8 +186,7 @@ def plan_table(plans: dict, sizing: Sizing, rates: Rates, n_test: int, seeds: in
         if work is None:
             lines.append(f"| {name} | not known before it runs | - | - | - |")
             continue
-        seconds = seeds * (rates.seconds_per_sequence * (work.generated_sequences + work.test_generations * n_test)
-                           + rates.seconds_per_update_flop * work.update_flops)
+        seconds = seeds * work.seconds(rates.seconds_per_sequence, rates.seconds_per_update_flop, n_test)
         total += seconds
         sizes = ", ".join(f"{k}={v}" for k, v in work.sizes.items()) or "-"
         lines.append(f"| {name} | {sizes} | {work.train_flops:.3g} | {work.test_generations * per_item:.3g} "
