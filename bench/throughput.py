@@ -18,7 +18,8 @@ generate's (those that differ are listed with the top-2 logit gap where they par
 engine's model-FLOP rate as a fraction of the measured fp32 matmul peak of the model's MLP
 shape (4096 x hidden @ hidden x intermediate, best of 5; FLOPs as in bench/measure.py). Also
 perturb + restore as a share of one member's arith evaluation (perturb, generate, rewards,
-restore: the shortest evaluation, so the largest share) and the process's peak RSS.
+restore: the shortest evaluation, so the largest share) for the default `iid` noise and, as
+`perturb_restore_share_released`, for the authors' `released` noise, and the process's peak RSS.
 Also `engine_draft`: the engine given the base model's greedy outputs as drafts (off by default
 in the harness, `Engine.draft_members`; this is the measurement that decides it).
 Writes bench/results.json; the last line printed is one line of JSON with the headline keys,
@@ -43,7 +44,7 @@ from bench.contenders import alternative_names, base_drafts, contenders  # noqa:
 from harness import memory  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 from harness.model import load_model  # noqa: E402
-from harness.perturb import Perturber  # noqa: E402
+from harness.perturb import NOISE_MODES, Perturber, iter_noise  # noqa: E402
 from harness.task import checked_rewards, get_task  # noqa: E402
 
 HEADLINE = ("speedup_arith", "speedup_gsm8k", "same_arith", "same_gsm8k", "peak_fraction_arith",
@@ -135,20 +136,29 @@ def summarize(model, tokenizer, load, race, results, flops, peak) -> dict:
 
 def perturb_share(perturber, load, engine_result, sigma, repeats: int = 3) -> dict:
     """Perturb + restore against one member's whole evaluation on a workload: perturb, the
-    engine's generation (its median round), rewards, restore. Leaves the base weights. The
-    headline takes arith's, the shortest evaluation, so the largest share."""
-    times = []
-    for seed in range(repeats):
-        start = time.perf_counter()
-        perturber.apply(2000 + seed, sigma, "iid")
-        perturber.restore()
-        times.append(time.perf_counter() - start)
+    engine's generation (its median round), rewards, restore; per noise mode, with the time
+    spent drawing the noise alone beside it. Leaves the base weights. The headline takes
+    arith's iid figure (the default mode on the shortest evaluation, so the largest share)."""
     start = time.perf_counter()
     checked_rewards(get_task(load.name), [o.text for o in engine_result.outputs], load.items)
     rewards = time.perf_counter() - start
-    pr, generate = statistics.median(times), statistics.median(engine_result.seconds)
-    return {"seconds": pr, "generate_seconds": generate, "reward_seconds": rewards,
-            "share": pr / (pr + generate + rewards)}
+    generate = statistics.median(engine_result.seconds)
+    out = {"generate_seconds": generate, "reward_seconds": rewards}
+    for mode in NOISE_MODES:
+        times, draws = [], []
+        for seed in range(repeats):
+            start = time.perf_counter()
+            perturber.apply(2000 + seed, sigma, mode)
+            perturber.restore()
+            times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            for _ in iter_noise(perturber.params, 3000 + seed, mode, perturber.scratch):
+                pass
+            draws.append(time.perf_counter() - start)
+        pr = statistics.median(times)
+        out[mode] = {"seconds": pr, "draw_seconds": statistics.median(draws),
+                     "share": pr / (pr + generate + rewards)}
+    return out
 
 
 def print_report(report: dict) -> dict:
@@ -169,8 +179,9 @@ def print_report(report: dict) -> dict:
             "same_arith": pick("arith", "same", 4), "same_gsm8k": pick("gsm8k", "same", 4),
             "peak_fraction_arith": pick("arith", "peak_fraction", 3),
             "peak_fraction_gsm8k": pick("gsm8k", "peak_fraction", 3),
-            "perturb_restore_share": round(share["share"], 4) if share else None,
+            "perturb_restore_share": round(share["iid"]["share"], 4) if share else None,
             "peak_rss_gib": round(report["peak_rss_gib"], 2),
+            **({"perturb_restore_share_released": round(share["released"]["share"], 4)} if share else {}),
             **{f"{key}_draft_{name}": round(w["engine_draft"][key], 4) for name, w in report["workloads"].items()
                if "engine_draft" in w for key in ("speedup", "same")}}
 

@@ -83,8 +83,10 @@ def es_update(params, members: list[Member], z: np.ndarray, alpha: float) -> Non
     for m, zi in zip(members, z):
         if zi == 0:
             continue
-        for a, (_, eps) in zip(acc, iter_noise(params, m.seed, m.noise, scratch)):
-            a.add_(eps.float(), alpha=float(zi))
+        for indices, eps in iter_noise(params, m.seed, m.noise, scratch):
+            eps = eps.float()
+            for i in indices:
+                acc[i].add_(eps, alpha=float(zi))
     for (_, p), a in zip(params, acc):
         p.add_(a.mul_(alpha / len(members)).to(p.dtype))
 

@@ -22,6 +22,7 @@ def test_cpu_bench_prints_the_headline_json_last(tiny_model_dir, data_dir, tmp_p
     assert {"speedup_draft_arith", "same_draft_arith", "speedup_draft_gsm8k", "same_draft_gsm8k"} <= set(headline)
     assert headline["same_arith"] == headline["same_gsm8k"] == 1.0  # no near-ties on these few items
     assert 0 < headline["peak_fraction_arith"] and 0 < headline["perturb_restore_share"] < 1
+    assert 0 < headline["perturb_restore_share_released"] < 1
     report = json.loads(out.read_text())
     arith = report["workloads"]["arith"]
     assert len(arith["bare"]["seconds"]) == len(arith["engine"]["seconds"]) == 2

@@ -69,8 +69,8 @@ def assert_weights_equal(model, base: dict[str, torch.Tensor]) -> None:
 def noise(model, seed: int, mode: str, scratch: dict | None = None) -> dict[str, torch.Tensor]:
     """eps(seed) per parameter name (cloned: with a scratch buffer each eps is reused)."""
     params = parameters(model)
-    names = {id(p): n for n, p in params}
-    return {names[id(p)]: eps.clone() for p, eps in iter_noise(params, seed, mode, scratch)}
+    drawn = {params[i][0]: eps.clone() for indices, eps in iter_noise(params, seed, mode, scratch) for i in indices}
+    return {name: drawn[name] for name, _ in params}  # in parameter order
 
 
 # --- voting -------------------------------------------------------------------------------
@@ -140,6 +140,20 @@ def test_released_noise_is_reseeded_per_tensor(tiny):
     assert pairs
     for a, b in pairs:
         assert torch.equal(eps[a], eps[b]), (a, b)
+
+
+@pytest.mark.parametrize("mode", NOISE_MODES)
+def test_noise_is_drawn_once_per_shape_in_released_mode_and_once_per_tensor_in_iid(tiny, mode, monkeypatch):
+    model, _ = tiny
+    params = parameters(model)
+    draws = []
+    randn = torch.randn
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: draws.append(tuple(a[0])) or randn(*a, **k))
+    Perturber(model).apply(3, SIGMA, mode)
+    monkeypatch.undo()
+    shapes = [tuple(p.shape) for _, p in params]
+    assert draws == (shapes if mode == "iid" else list(dict.fromkeys(shapes)))
+    assert len(draws) < len(shapes) or mode == "iid"  # the tiny model repeats shapes across layers
 
 
 def test_iid_noise_is_one_generator_in_parameter_order(tiny):
