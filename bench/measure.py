@@ -12,6 +12,11 @@ Fed tokens are each item's prompt tokens (for the harness engine without the sha
 which it runs once per call; counted once) and its generated tokens but the last. Padding,
 finished rows kept in a batch and embedding lookups are not counted: this is useful work,
 so the rate is a lower bound on what the hardware executed.
+
+`FlopCounter.padded_batch` counts what bare `model.generate` executes instead: every row of a
+batch fed the batch's longest prompt (left padding) and kept until the batch's last row
+ends. Bare's executed FLOPs over the engine's are the work the engine avoids (`flop_ratio_*`
+in the bench): its speed-up is that ratio times how much faster per FLOP it runs.
 """
 from __future__ import annotations
 
@@ -89,6 +94,11 @@ class FlopCounter:
 
     def prefix(self, length: int) -> float:
         return self.fed(0, length)
+
+    def padded_batch(self, rows: int, width: int, steps: int) -> float:
+        """A batch of `rows` prompts left-padded to `width` tokens, every row decoded for
+        `steps` tokens (the longest output of the batch), as `model.generate` runs it."""
+        return rows * self.item(width, steps)
 
 
 def cpu_seconds() -> float:

@@ -22,8 +22,13 @@ restore: the shortest evaluation, so the largest share) for the default `iid` no
 `perturb_restore_share_released`, for the authors' `released` noise, and the process's peak RSS.
 Also `engine_draft`: the engine given the base model's greedy outputs as drafts (off by default
 in the harness, `Engine.draft_members`; this is the measurement that decides it).
+Also `flop_ratio_<workload>`: the model FLOPs bare generate executed (its padding and the
+finished rows it keeps included) over the engine's. The engine's speed-up is that ratio (the
+work it avoids) times its FLOP rate over bare's (how well it runs what is left); on arith,
+where bare wastes little, the ratio is about 1.8 and bounds what the engine can gain there
+at equal efficiency.
 Writes bench/results.json; the last line printed is one line of JSON with the headline keys,
-then `speedup_draft_<workload>` and `same_draft_<workload>`.
+then `speedup_draft_<workload>`, `same_draft_<workload>` and `flop_ratio_<workload>`.
 
 `--shapes NAME,...` runs the GPU mode instead (bench/shapes.py): random models of real shapes.
 """
@@ -99,7 +104,7 @@ def main(argv=None) -> dict:
     for load in loads:
         race = contenders(model, tokenizer, load, args.batch_size, args.alternatives, drafts[load.name])
         results = wl.race(load, race, log=lambda s: print(s, flush=True))
-        report["workloads"][load.name] = summarize(model, tokenizer, load, race, results, flops, peak)
+        report["workloads"][load.name] = summarize(model, tokenizer, load, race, results, flops, peak, args.batch_size)
         engine_results[load.name] = results["engine"]
     report["perturb_restore"] = {load.name: perturb_share(perturber, load, engine_results[load.name], args.sigma)
                                  for load in loads}
@@ -111,7 +116,15 @@ def main(argv=None) -> dict:
     return headline
 
 
-def summarize(model, tokenizer, load, race, results, flops, peak) -> dict:
+def bare_flops(flops, outputs, batch_size: int) -> float:
+    """What bare generate executed: consecutive batches, each padded to its longest prompt and
+    run until its longest output ends."""
+    batches = [outputs[i:i + batch_size] for i in range(0, len(outputs), batch_size)]
+    return sum(flops.padded_batch(len(b), max(o.prompt_tokens for o in b), max(len(o.ids) for o in b))
+               for b in batches)
+
+
+def summarize(model, tokenizer, load, race, results, flops, peak, batch_size: int) -> dict:
     bare, engine = results["bare"], results["engine"]
     nominal = lambda r: sum(o.prompt_tokens + len(o.ids) for o in r.outputs)  # noqa: E731
     out = {}
@@ -127,6 +140,10 @@ def summarize(model, tokenizer, load, race, results, flops, peak) -> dict:
     out["engine"]["model_flops"] = work
     out["engine"]["peak_fraction"] = work * len(engine.seconds) / sum(engine.seconds) / peak
     out["engine"]["shared_prefix_tokens"] = cached
+    executed = bare_flops(flops, bare.outputs, batch_size)
+    out["bare"]["model_flops_executed"] = executed
+    out["bare"]["peak_fraction"] = executed * len(bare.seconds) / sum(bare.seconds) / peak
+    out["engine"]["flop_ratio"] = executed / work
     out["differing"] = [dict(item=i, **wl.near_tie(model, tokenizer, load.prompts[i], b.ids, e.ids))
                         for i, (b, e) in enumerate(zip(bare.outputs, engine.outputs)) if b.ids != e.ids]
     out["mean_prompt_tokens"] = statistics.mean(o.prompt_tokens for o in bare.outputs)
@@ -169,6 +186,10 @@ def print_report(report: dict) -> dict:
             if isinstance(r, dict) and "speedup" in r:
                 print(f"| {name} | {contender} | {r['tokens_per_s']:.0f} | {r['speedup']:.2f}x | {r['cpu_speedup']:.2f}x "
                       f"| {r['same']:.3f} |")
+        e = w["engine"]
+        print(f"  {name}: bare executed {e['flop_ratio']:.2f}x the engine's model FLOPs (padding, finished rows kept, "
+              f"the shared prefix per item); per FLOP the engine ran {e['speedup'] / e['flop_ratio']:.2f}x bare's rate "
+              f"(peak fractions {e['peak_fraction']:.2f} and {w['bare']['peak_fraction']:.2f})")
         for d in w["differing"]:
             print(f"  {name} item {d['item']} parts at token {d['position']}: bare {d['reference']!r} vs "
                   f"engine {d['other']!r}, top-2 logit gap {d['top2_gap']:.4f}")
@@ -183,7 +204,8 @@ def print_report(report: dict) -> dict:
             "peak_rss_gib": round(report["peak_rss_gib"], 2),
             **({"perturb_restore_share_released": round(share["released"]["share"], 4)} if share else {}),
             **{f"{key}_draft_{name}": round(w["engine_draft"][key], 4) for name, w in report["workloads"].items()
-               if "engine_draft" in w for key in ("speedup", "same")}}
+               if "engine_draft" in w for key in ("speedup", "same")},
+            **{f"flop_ratio_{name}": round(w["engine"]["flop_ratio"], 3) for name, w in report["workloads"].items()}}
 
 
 if __name__ == "__main__":

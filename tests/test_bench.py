@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import measure, shapes, throughput
-from bench.workloads import near_tie
+from bench.workloads import Output, near_tie
 from harness.generate import _eos_ids, _until_eos
 from harness.model import load_model
 
@@ -19,7 +19,9 @@ def test_cpu_bench_prints_the_headline_json_last(tiny_model_dir, data_dir, tmp_p
                                 "--gsm8k-items", "3", "--gsm8k-tokens", "6", "--rounds", "2,1", "--out", str(out)])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == headline and tuple(headline)[:len(throughput.HEADLINE)] == throughput.HEADLINE
-    assert {"speedup_draft_arith", "same_draft_arith", "speedup_draft_gsm8k", "same_draft_gsm8k"} <= set(headline)
+    assert {"speedup_draft_arith", "same_draft_arith", "speedup_draft_gsm8k", "same_draft_gsm8k",
+            "flop_ratio_arith", "flop_ratio_gsm8k"} <= set(headline)
+    assert headline["flop_ratio_arith"] > 1  # the shared prefix is run once, not per item
     assert headline["same_arith"] == headline["same_gsm8k"] == 1.0  # no near-ties on these few items
     assert 0 < headline["peak_fraction_arith"] and 0 < headline["perturb_restore_share"] < 1
     assert 0 < headline["perturb_restore_share_released"] < 1
@@ -67,6 +69,16 @@ def test_flop_counter_counts_linear_attention_and_head(tiny_model_dir):
     attention = 4 * 2 * 2 * 16 * (1 + 2 + 3 + 4)
     assert flops.item(3, 2) == 2 * linear * 4 + attention + 2 * 2 * flops.head
     assert flops.item(3, 2, cached=2) + flops.prefix(2) == flops.item(3, 2)
+    assert flops.padded_batch(5, 3, 2) == 5 * flops.item(3, 2)
+
+
+def test_bare_flops_pad_each_batch_to_its_longest_prompt_and_output(tiny_model_dir):
+    flops = measure.FlopCounter(load_model(tiny_model_dir)[0])
+    outs = [Output("", [1] * new, prompt) for prompt, new in ((3, 1), (5, 2), (4, 4))]
+    # batch of 2: both rows fed 5 prompt tokens and decoded 2 steps; batch of 1: as it is
+    assert throughput.bare_flops(flops, outs, 2) == 2 * flops.item(5, 2) + flops.item(4, 4)
+    assert throughput.bare_flops(flops, outs, 3) == 3 * flops.item(5, 4) > sum(flops.item(o.prompt_tokens, len(o.ids))
+                                                                              for o in outs)
 
 
 def test_near_tie_finds_where_outputs_part_and_the_gap_there(tiny_model_dir):
