@@ -1,9 +1,9 @@
 """The generation engines the benchmark races, each a callable returning one Output per prompt.
 
 - bare: `model.generate`, batch 64, prompts in their own order (the baseline);
-- engine: `harness.generate.Engine` as the harness runs it;
+- engine: `harness.engine.native.NativeEngine` as the harness runs it;
 - engine_draft: the engine given the BASE model's greedy outputs as drafts (what member scoring
-  does with `Engine.draft_members` on): one teacher-forced pass checks each draft, and decoding
+  does with `NativeEngine.draft_members` on): one teacher-forced pass checks each draft, and decoding
   starts at the member's first token that differs;
 with `--alternatives`:
 - generate_batch: transformers' continuous batching (paged attention, block sharing);
@@ -19,7 +19,7 @@ from typing import Callable
 from bench.measure import bare_generate
 from bench.workloads import Output, Workload
 from harness.errors import UserError
-from harness.generate import Engine, _eos_ids, _until_eos, prompt_lists
+from harness.engine.native import NativeEngine, _eos_ids, _until_eos, prompt_lists
 
 ALTERNATIVES = {
     "engine_no_prefix": {"share_prefix": False},
@@ -33,7 +33,7 @@ ALTERNATIVES = {
 class EngineRun:
     """The harness engine on one workload's prepared batches."""
 
-    def __init__(self, engine: Engine, prompts: list[str], max_new_tokens: int, draft=None):
+    def __init__(self, engine: NativeEngine, prompts: list[str], max_new_tokens: int, draft=None):
         self.engine, self.max_new_tokens, self.draft = engine, max_new_tokens, draft
         self.batches = engine.prepare(prompts)
         self.prefix_length = engine.shared_prefix(prompt_lists(self.batches))
@@ -45,7 +45,7 @@ class EngineRun:
 
 def base_drafts(model, tokenizer, load: Workload, batch_size: int):
     """The unperturbed model's greedy completions of a workload (call before perturbing)."""
-    engine = Engine(model, tokenizer, batch_size)
+    engine = NativeEngine(model, tokenizer, batch_size)
     return engine.generate(engine.prepare(load.prompts), load.max_new_tokens)
 
 
@@ -96,16 +96,16 @@ def contenders(model, tokenizer, load: Workload, batch_size: int, alternatives: 
     """bare and engine (and engine_draft given the base's completions), plus the named alternatives."""
     names = alternative_names(alternatives)
     runs = {"bare": bare_run(model, tokenizer, load.prompts, load.max_new_tokens, batch_size),
-            "engine": EngineRun(Engine(model, tokenizer, batch_size), load.prompts, load.max_new_tokens)}
+            "engine": EngineRun(NativeEngine(model, tokenizer, batch_size), load.prompts, load.max_new_tokens)}
     if draft is not None:
-        runs["engine_draft"] = EngineRun(Engine(model, tokenizer, batch_size), load.prompts, load.max_new_tokens,
+        runs["engine_draft"] = EngineRun(NativeEngine(model, tokenizer, batch_size), load.prompts, load.max_new_tokens,
                                          draft)
     # on CPU continuous batching is several times slower: timed on the short workload only
     if "generate_batch" in names and load.max_new_tokens <= 32:
         runs["generate_batch"] = continuous_batching_run(model, tokenizer, load.prompts, load.max_new_tokens)
     for name, switches in ALTERNATIVES.items():
         if name in names:
-            engine = Engine(model, tokenizer, batch_size)
+            engine = NativeEngine(model, tokenizer, batch_size)
             for key, value in switches.items():
                 setattr(engine, key, value)
             runs[name] = EngineRun(engine, load.prompts, load.max_new_tokens)
@@ -117,5 +117,5 @@ def warm_up(model, tokenizer, load: Workload) -> None:
     """One short pass of each code path, so no contender pays first-call costs in the race."""
     prompts = load.prompts[:4]
     bare_generate(model, tokenizer, prompts, 2, 4)
-    engine = Engine(model, tokenizer, 4)
+    engine = NativeEngine(model, tokenizer, 4)
     engine.generate(engine.prepare(prompts), 2)

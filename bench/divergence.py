@@ -22,9 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.measure import load_average  # noqa: E402
 from bench.workloads import workloads  # noqa: E402
-from harness.generate import Engine  # noqa: E402
-from harness.model import load_model  # noqa: E402
-from harness.perturb import Perturber  # noqa: E402
+from harness.engine.native import NativeEngine  # noqa: E402
+from harness.engine.model import load_model  # noqa: E402
+from harness.engine.perturb import Perturber  # noqa: E402
 
 
 def agreement(base: list[tuple[int, ...]], member: list[tuple[int, ...]]) -> dict:
@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model, "cpu")
-    engine, perturber = Engine(model, tokenizer, 64), Perturber(model)
+    engine, perturber = NativeEngine(model, tokenizer, 64), Perturber(model)
     report = {}
     for load in workloads(tokenizer, args.arith_items, args.gsm8k_items, args.gsm8k_tokens, (1, 1), args.data_dir):
         batches = engine.prepare(load.prompts)

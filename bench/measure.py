@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from harness.generate import _eos_ids, _until_eos
+from harness.engine.native import _eos_ids, _until_eos
 
 
 def bare_generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 64,

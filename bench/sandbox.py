@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import sandbox  # noqa: E402
+from harness.services import sandbox  # noqa: E402
 from tasks import mbpp  # noqa: E402
 
 

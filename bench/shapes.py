@@ -44,14 +44,14 @@ from pathlib import Path
 
 import torch
 
-from harness.projection import RECORDED as DEFAULT_RECORD, SHAPES as SHAPES_DIR, shape_config as read_shape
+from harness.budget.projection import RECORDED as DEFAULT_RECORD, SHAPES as SHAPES_DIR, shape_config as read_shape
 
 FORMAT = "thicket-throughput/1"
 PREFIX_TOKENS = 24
 
 
 def shape_config(name: str):
-    """(config, Hub id, dtype name) from bench/shapes/<name>.json (harness.projection reads it)."""
+    """(config, Hub id, dtype name) from bench/shapes/<name>.json (harness.budget.projection reads it)."""
     path = SHAPES_DIR / f"{name}.json"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in SHAPES_DIR.glob("*.json")))
@@ -102,9 +102,9 @@ def synthetic_prompts(vocab_size: int, items: int, seed: int = 0) -> list[str]:
 def measure(contender: str, model, tokenizer, prompts: list[str], args) -> dict:
     """Prefill rate (a 1-token generation) and end-to-end rate of one contender (median rounds)."""
     from bench.measure import bare_generate
-    from harness.generate import Engine, prompt_lists
+    from harness.engine.native import NativeEngine, prompt_lists
 
-    engine = Engine(model, tokenizer, args.batch_size)
+    engine = NativeEngine(model, tokenizer, args.batch_size)
     if contender == "engine_static":
         engine.decoder, engine.generate_kwargs = "generate", {"cache_implementation": "static"}
     batches = engine.prepare(prompts)
@@ -162,10 +162,10 @@ def in_flight(name: str, k: int, args) -> dict:
 
 
 def _member(name: str, index: int, settings: dict, barrier, queue) -> None:
-    from harness.generate import Engine, prompt_lists
+    from harness.engine.native import NativeEngine, prompt_lists
 
     model, tokenizer, _ = build(name, settings["device"], seed=index)
-    engine = Engine(model, tokenizer, settings["batch_size"])
+    engine = NativeEngine(model, tokenizer, settings["batch_size"])
     batches = engine.prepare(synthetic_prompts(model.config.vocab_size, settings["items"]))
     prompt_tokens = sum(len(p) for p in prompt_lists(batches))
     engine.generate(batches, 2)  # warm-up

@@ -5,7 +5,7 @@ SmolLM2-135M-Instruct, float32 on CPU), two workloads:
 - arith: the paper's 200 train items per member, 12 new tokens (prompt-heavy);
 - gsm8k: 64 train items from DATA_DIR (default ../shared/data), 256 new tokens (decode-heavy).
 Contenders: bare `model.generate` at batch 64 in the prompts' own order (what a user would
-write) and `harness.generate.Engine` as the harness uses it (batch 64); `--alternatives` adds
+write) and `harness.engine.native.NativeEngine` as the harness uses it (batch 64); `--alternatives` adds
 transformers' continuous batching (`generate_batch`, arith only) and the engine with each of
 its optimisations switched off (bench/contenders.py). They run interleaved, the order rotating
 each round, so the load of a shared machine hits all alike; speed-ups are ratios of summed
@@ -21,7 +21,7 @@ perturb + restore as a share of one member's arith evaluation (perturb, generate
 restore: the shortest evaluation, so the largest share) for the default `iid` noise and, as
 `perturb_restore_share_released`, for the authors' `released` noise, and the process's peak RSS.
 Also `engine_draft`: the engine given the base model's greedy outputs as drafts (off by default
-in the harness, `Engine.draft_members`; this is the measurement that decides it).
+in the harness, `NativeEngine.draft_members`; this is the measurement that decides it).
 Also `flop_ratio_<workload>`: the model FLOPs bare generate executed (its padding and the
 finished rows it keeps included) over the engine's. The engine's speed-up is that ratio (the
 work it avoids) times its FLOP rate over bare's (how well it runs what is left); on arith,
@@ -46,10 +46,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import measure, workloads as wl  # noqa: E402
 from bench.contenders import alternative_names, base_drafts, contenders  # noqa: E402
-from harness import memory  # noqa: E402
+from harness.runs import memory  # noqa: E402
 from harness.errors import UserError  # noqa: E402
-from harness.model import load_model  # noqa: E402
-from harness.perturb import NOISE_MODES, Perturber, iter_noise  # noqa: E402
+from harness.engine.model import load_model  # noqa: E402
+from harness.engine.perturb import NOISE_MODES, Perturber, iter_noise  # noqa: E402
 from harness.task import checked_rewards, get_task  # noqa: E402
 
 HEADLINE = ("speedup_arith", "speedup_gsm8k", "same_arith", "same_gsm8k", "peak_fraction_arith",

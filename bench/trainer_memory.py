@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from harness import memory  # noqa: E402
+from harness.runs import memory  # noqa: E402
 from harness.method import get_method  # noqa: E402
 from tests.helpers import make_context  # noqa: E402
 
@@ -28,7 +28,7 @@ def rss_gib() -> float:
 
 
 def main() -> None:
-    from harness.model import resolve_model
+    from harness.engine.model import resolve_model
 
     torch.set_num_threads(2)
     figures = {}

@@ -17,7 +17,7 @@ import torch
 
 from bench.measure import cpu_seconds, load_average
 from harness.errors import UserError
-from harness.generate import render
+from harness.engine.native import render
 from harness.splits import first_items
 from harness.task import get_task
 

@@ -183,10 +183,10 @@ def run(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = args.seeds if args.seeds is not None else seeds_from_env()
     if args.command == "plan":
-        from harness.plan import plan_command
+        from harness.budget.projection import print_plan
 
-        return plan_command(protocol, methods, settings(args.set), args.budget_flops, seeds, args.gpus, args.gpu)
-    from harness import distributed as dist
+        return print_plan(protocol, methods, settings(args.set), args.budget_flops, seeds, args.gpus, args.gpu)
+    from harness.runs import distributed as dist
     from harness.analysis import crosscheck, report
     from harness.compare import compare
 

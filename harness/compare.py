@@ -20,22 +20,21 @@ from pathlib import Path
 
 import torch
 
-from harness import distributed as dist
-from harness import faults, memory, storage, tracking
-from harness.compute import Ledger
-from harness.config import Protocol, RunOptions, as_dict, method_config
+from harness.runs import distributed as dist
+from harness.runs import faults, memory, storage, tracking
+from harness.budget.compute import Ledger
+from harness.config import Protocol, RunOptions
 from harness.context import TrainContext
-from harness.errors import UserError
-from harness.evaluate import Evaluator, Row, test_items
-from harness.generate import Engine, render
-from harness.method import DEFAULT_METHODS, get_method
-from harness.model import load_model, probe_model
-from harness.perturb import Perturber
-from harness.plan import Sizing, matched_budget, plan_methods
-from harness.progress import Progress
-from harness.results import environment, read_json, run_name, write_json
-from harness.runlock import RunLock, empty, run_folder
-from harness.splits import train_items
+from harness.evaluate import Evaluator, Row
+from harness.engine.interface import Engine, render
+from harness.engine.native import NativeEngine
+from harness.method import DEFAULT_METHODS, resolve
+from harness.engine.model import load_model, probe_model
+from harness.budget.plan import Sizing, matched_budget, plan_methods
+from harness.runs.progress import Progress
+from harness.runs.results import environment, read_json, run_name, write_json
+from harness.runs.runlock import RunLock, empty, run_folder
+from harness.splits import test_items, train_items
 from harness.task import Task, get_task
 
 
@@ -51,7 +50,6 @@ class Session:
     model: object
     tokenizer: object
     engine: Engine
-    perturber: Perturber
     n_params: int
     train: list
     train_batches: list
@@ -60,26 +58,6 @@ class Session:
     sizing: Sizing
     drafts: dict = dataclasses.field(default_factory=dict)
     """The base model's greedy train completions ("train"), drafts for every member's scoring."""
-
-
-def resolve(protocol: Protocol, methods, settings: dict) -> tuple[dict, dict]:
-    """Method instances and the fully resolved config; every bad name or value fails here, early."""
-    classes = {name: get_method(name) for name in methods}
-    strangers = [k for k in settings if "." in k and k.rpartition(".")[0] not in classes]
-    if strangers:
-        raise UserError(f"--set {strangers[0]}: {strangers[0].rpartition('.')[0]!r} is not a method of this run; "
-                        f"the run has {', '.join(classes)}")
-    configs = {name: method_config(cls.Config, name, protocol.budget, settings) for name, cls in classes.items()}
-    known = {f.name for c in configs.values() for f in dataclasses.fields(c)}
-    unknown = [k for k in settings if "." not in k and k not in known]
-    if unknown:
-        raise UserError(f"setting {unknown[0]!r} matches no field of {', '.join(classes)}; "
-                        f"known: {', '.join(sorted(known)) or 'none'}")
-    config = {"protocol": as_dict(protocol), "methods": {n: as_dict(c) for n, c in configs.items()}}
-    plugins = {n: classes[n](configs[n]) for n in classes}
-    for plugin in plugins.values():
-        plugin.check(protocol)
-    return plugins, config
 
 
 def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None = None,
@@ -149,11 +127,10 @@ def run_seeds(s: Session, plugins: dict, plans: dict, options: RunOptions) -> li
 
 def open_session(protocol, task, config, run_dir, sizing: Sizing, train, test) -> Session:
     model, tokenizer = load_model(protocol.model, dist.device())
-    engine = Engine(model, tokenizer, protocol.batch_size)
-    perturber = Perturber(model)
-    n_params = sum(p.numel() for _, p in perturber.params)
+    engine = NativeEngine(model, tokenizer, protocol.batch_size)
+    n_params = engine.weights.n_params
     train_batches = engine.prepare([render(tokenizer, it.messages) for it in train])
-    evaluator = Evaluator(task, protocol, engine, perturber, n_params, test)
+    evaluator = Evaluator(task, protocol, engine, test)
     dist.say(f"task={task.name} model={protocol.model or 'smollm2 (embedded)'} P={n_params:,} "
              f"n_train={len(train)} n_test={len(evaluator.items)} max_new_tokens={evaluator.max_new_tokens}")
     config["budget_flops"] = sizing.budget_flops
@@ -162,7 +139,7 @@ def open_session(protocol, task, config, run_dir, sizing: Sizing, train, test) -
         write_json(run_dir / "config.json", config)
         write_json(run_dir / "environment.json", environment())
     shared = dataclasses.replace(sizing, model=model, tokenizer=tokenizer)  # the same prompts, the real model
-    return Session(protocol, task, config, run_dir, model, tokenizer, engine, perturber, n_params, train,
+    return Session(protocol, task, config, run_dir, model, tokenizer, engine, n_params, train,
                    train_batches, evaluator, sizing.budget_flops, shared)
 
 
@@ -189,7 +166,7 @@ def base_train_score(s: Session, folder: Path, progress=None) -> None:
 
 
 def train_context(s: Session, folder: Path, ledger: Ledger, log) -> TrainContext:
-    return TrainContext(s.protocol, s.task, s.model, s.tokenizer, s.engine, s.perturber, ledger, s.train,
+    return TrainContext(s.protocol, s.task, s.model, s.tokenizer, s.engine, ledger, s.train,
                         s.train_batches, folder, log, s.sizing, s.drafts)
 
 
@@ -203,10 +180,9 @@ def run_method(s: Session, name: str, plugin, seed_dir: Path, seed: int, keep_we
     log = tracking.start_method(s.run_dir, s.config, name, seed) if dist.is_main() else tracking.NullLogger()
     memory.reset_peak()
     start = time.perf_counter()
-    original = s.perturber.base  # methods that move the weights (ES) rebase onto new tensors
+    original = s.engine.weights.base_snapshot()  # methods that move the weights (ES) rebase
     ensembles = plugin.train(train_context(s, folder, ledger, log))
-    s.perturber.base = original
-    s.perturber.restore()
+    s.engine.weights.reset_to(original)
     memory.trim()  # what training allocated (trainer copies, optimizer state) goes back to the OS
     train_wall = time.perf_counter() - start
     rows = []

@@ -1,4 +1,4 @@
-"""What a method trains with: train items, the shared engine, the perturber and the ledger.
+"""What a method trains with: train items, the shared engine (generation and weights) and the ledger.
 
 The test split never enters this object. Population scoring persists each finished member
 as one JSON line (per process), so a killed run resumes without re-scoring, and shards the
@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness.compute import Ledger
+from harness.budget.compute import Ledger
 from harness.config import Protocol
-from harness.generate import Batch, Engine
-from harness.perturb import Perturber
-from harness.plan import Sizing
-from harness import distributed as dist, progress
+from harness.engine.interface import Engine, Weights
+from harness.budget.plan import Sizing
+from harness.runs import distributed as dist, progress
 from harness.task import Item, Task, checked_rewards
-from harness.units import append_record, run_units
+from harness.runs.units import append_record, run_units
 
 
 @dataclass(frozen=True)
@@ -36,12 +35,14 @@ class TrainContext:
     protocol: Protocol
     task: Task
     model: object
+    """The Hugging Face model at the engine's base weights: what TRL trainers copy. Generation
+    and weight changes go through `engine`, never through this object."""
     tokenizer: object
     engine: Engine
-    perturber: Perturber
     ledger: Ledger
     train_items: list[Item]
-    train_batches: list[Batch]
+    train_batches: object
+    """The train prompts as `engine.prepare` returned them."""
     out_dir: Path
     """This method's folder in the run directory: persist finished work here."""
     log: object = None
@@ -53,9 +54,13 @@ class TrainContext:
 
     def __post_init__(self):
         if self.prompts_sizing is None:
-            n_params = sum(p.numel() for _, p in self.perturber.params)
-            self.prompts_sizing = Sizing(None, n_params, self.model, self.tokenizer, self.task, self.protocol,
+            self.prompts_sizing = Sizing(None, self.engine.n_params, self.model, self.tokenizer, self.task, self.protocol,
                                          list(self.train_items), self.max_new_tokens)
+
+    @property
+    def perturber(self) -> Weights:
+        """The engine's weights: perturb, restore, load and save through the engine."""
+        return self.engine.weights
 
     @property
     def sizing(self) -> Sizing:
@@ -96,7 +101,7 @@ class TrainContext:
         A perturbed member writes most of what the base model wrote (bench/divergence.py: 74-94%
         of an arith member's tokens precede its first difference from the base's output at the
         paper's sigmas), so the base's completions, when the session keeps them
-        (`Engine.draft_members`, off by default: no gain on a CPU), go to the engine as drafts:
+        (`NativeEngine.draft_members`, off by default: no gain on a CPU), go to the engine as drafts:
         one teacher-forced pass checks them and decoding starts where the member departs. The
         outputs are the member's own (up to floating-point near-ties) and the ledger charges the
         nominal tokens as before, so budgets do not move."""

@@ -12,15 +12,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.compute import Ledger
+from harness.budget.compute import Ledger
 from harness.config import Protocol
-from harness import progress
-from harness.generate import Engine, render
+from harness.runs import progress
+from harness.engine.interface import Engine, render
 from harness.method import Ensemble, Voter
-from harness.perturb import Perturber
-from harness.splits import first_items
+from harness.splits import test_items
 from harness.task import Task
-from harness.units import run_units
+from harness.runs.units import run_units
 from harness.vote import majority
 
 
@@ -42,16 +41,10 @@ class Row:
     info: dict = field(default_factory=dict)
 
 
-def test_items(task: Task, protocol: Protocol) -> list:
-    """The test items: the first n_test of the test split (all of it when n_test is None)."""
-    return first_items(task, "test", protocol.n_test, protocol.data_dir)
-
-
 class Evaluator:
-    def __init__(self, task: Task, protocol: Protocol, engine: Engine, perturber: Perturber, n_params: int,
-                 items: list | None = None):
-        self.task, self.protocol, self.engine, self.perturber = task, protocol, engine, perturber
-        self.n_params = n_params
+    def __init__(self, task: Task, protocol: Protocol, engine: Engine, items: list | None = None):
+        self.task, self.protocol, self.engine, self.perturber = task, protocol, engine, engine.weights
+        self.n_params = engine.n_params
         self.items = items if items is not None else test_items(task, protocol)
         self.batches = engine.prepare([render(engine.tokenizer, it.messages) for it in self.items])
         self.max_new_tokens = min(protocol.max_new_tokens, task.max_new_tokens)

@@ -8,10 +8,12 @@ A dotted path (`mypkg.mymethod`) loads a method module from outside the reposito
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
 
+from harness.config import as_dict, method_config
 from harness.errors import UserError
 
 
@@ -69,18 +71,23 @@ class Method:
         """Reject settings that cannot work with this protocol before any model is loaded."""
 
     def plan(self, sizing):
-        """Sizes derived from the budget (`harness.plan.Work`), before any weights load; raise a
+        """Sizes derived from the budget (`harness.budget.plan.Work`), before any weights load; raise a
         UserError when the budget affords no unit of work. None: this method cannot say."""
         return None
+
+    def reference_budget(self, sizing) -> float:
+        """The training budget this method defines when it is the comparison's reference
+        (`harness.budget.plan.REFERENCE_METHOD`, RandOpt): what every method may spend by default."""
+        raise NotImplementedError(f"{type(self).__name__} defines no reference budget")
 
     def train(self, ctx) -> list[Ensemble]:
         raise NotImplementedError
 
 
 def available_methods() -> list[str]:
-    import methods
+    package = importlib.import_module("methods")  # by name: harness imports no plugin module
 
-    return sorted(m.name for m in pkgutil.iter_modules(methods.__path__) if not m.name.startswith("_"))
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
 def get_method(name: str) -> type[Method]:
@@ -99,6 +106,13 @@ def get_method(name: str) -> type[Method]:
         raise UserError(f"method module {module_name!r}: its class says name={declared!r}, but a method is "
                         f"named by its file; remove the name attribute or rename it to {short!r}")
     return method
+
+
+def method_module(name: str):
+    """A method's module by name, for code that needs more of it than its METHOD (the density
+    analysis draws RandOpt's members with `sample_members`)."""
+    get_method(name)
+    return import_plugin(name if "." in name else f"methods.{name}", "method")
 
 
 def method_name(name: str) -> str:
@@ -123,3 +137,23 @@ def import_plugin(module_name: str, kind: str):
         raise
     except Exception as exc:  # an error while the module runs its top level
         raise UserError(f"{kind} module {module_name!r} failed to import: {type(exc).__name__}: {exc}") from None
+
+
+def resolve(protocol, methods, settings: dict) -> tuple[dict, dict]:
+    """Method instances and the fully resolved config; every bad name or value fails here, early."""
+    classes = {name: get_method(name) for name in methods}
+    strangers = [k for k in settings if "." in k and k.rpartition(".")[0] not in classes]
+    if strangers:
+        raise UserError(f"--set {strangers[0]}: {strangers[0].rpartition('.')[0]!r} is not a method of this run; "
+                        f"the run has {', '.join(classes)}")
+    configs = {name: method_config(cls.Config, name, protocol.budget, settings) for name, cls in classes.items()}
+    known = {f.name for c in configs.values() for f in dataclasses.fields(c)}
+    unknown = [k for k in settings if "." not in k and k not in known]
+    if unknown:
+        raise UserError(f"setting {unknown[0]!r} matches no field of {', '.join(classes)}; "
+                        f"known: {', '.join(sorted(known)) or 'none'}")
+    config = {"protocol": as_dict(protocol), "methods": {n: as_dict(c) for n, c in configs.items()}}
+    plugins = {n: classes[n](configs[n]) for n in classes}
+    for plugin in plugins.values():
+        plugin.check(protocol)
+    return plugins, config

@@ -19,3 +19,9 @@ def first_items(task: Task, split: str, n: int | None, data_dir: str | None) -> 
 def train_items(task: Task, protocol) -> list[Item]:
     """The training items every method shares: the first n_train of the train split."""
     return first_items(task, "train", protocol.n_train, protocol.data_dir)
+
+
+def test_items(task: Task, protocol) -> list[Item]:
+    """The test items: the first n_test of the test split (all of it when n_test is None).
+    Only the harness's evaluation (and its diagnostics) reads them."""
+    return first_items(task, "test", protocol.n_test, protocol.data_dir)

@@ -7,13 +7,15 @@ score cannot drift apart.
 """
 from __future__ import annotations
 
+import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import faults
+from harness.runs import faults
 from harness.errors import UserError
+from harness.method import import_plugin
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,9 @@ def checked_rewards(task: Task, responses: list[str], items: list[Item]) -> list
 
 
 def available_tasks() -> list[str]:
-    import tasks
+    package = importlib.import_module("tasks")  # by name: harness imports no plugin module
 
-    return sorted(m.name for m in pkgutil.iter_modules(tasks.__path__) if not m.name.startswith("_"))
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
 REQUIRED = ("load", "extract", "is_correct")
@@ -98,8 +100,6 @@ REQUIRED = ("load", "extract", "is_correct")
 
 def get_task(name: str) -> Task:
     """`gsm8k` -> tasks/gsm8k.py; `pkg.module` -> that module's TASK."""
-    from harness.method import import_plugin
-
     module_name = name if "." in name else f"tasks.{name}"
     if "." not in name and name not in available_tasks():
         raise UserError(f"unknown task {name!r}; choose one of {', '.join(available_tasks())} "
@@ -113,6 +113,13 @@ def get_task(name: str) -> Task:
         raise UserError(f"task module {module_name!r}: {type(task).__name__} does not define "
                         f"{', '.join(missing)}; a task must implement {', '.join(REQUIRED)}")
     return task
+
+
+def task_module(name: str):
+    """A task's module by name (`gsm8k` -> tasks/gsm8k.py), for code that needs more of it than
+    its TASK (the analysis wing's lm-eval cross-check reads gsm8k's prompt suffix)."""
+    get_task(name)  # the same checks and errors as loading the task
+    return import_plugin(name if "." in name else f"tasks.{name}", "task")
 
 
 def data_file(data_dir: str | None, *parts: str) -> Path:

@@ -13,7 +13,7 @@ score completions, charge the ledger, persist and hand weights to the evaluator:
   once that step's checkpoint is complete (a resumed run never shows a step that was lost);
 - `save_policy`: LoRA merged, weights saved in the harness model's dtype under its parameter
   names, so that `Perturber.load_file` loads them into the harness's own model instance;
-- persistence: `result.json` marks a finished run (`harness.checkpoints.complete_checkpoint`
+- persistence: `result.json` marks a finished run (`harness.runs.checkpoints.complete_checkpoint`
   picks the newest trainer checkpoint written to the end and deletes half-written ones);
   `Checkpointer`/`restore` resume a trainer that cannot resume itself (PPO), with every RNG
   state, so that a resumed run ends with the same weights as an uninterrupted one.
@@ -33,13 +33,14 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from harness import distributed as dist
-from harness import faults, storage
-from harness.compute import backward_flops_per_token
+from harness.runs import distributed as dist
+from harness.runs import faults, storage
+from harness.budget.compute import backward_flops_per_token
 from harness.errors import UserError
-from harness.perturb import parameters
-from harness.plan import Prompts
-from harness.results import write_json
+from harness.services.trainer_logs import quiet  # noqa: F401  (grpo/ppo import it from here)
+from harness.engine.perturb import parameters
+from harness.budget.plan import Prompts
+from harness.runs.results import write_json
 from harness.task import checked_rewards
 
 TRAIN_ITEMS = ("selection", "full")
@@ -115,7 +116,7 @@ def affordable_steps(sizing, worst_step_flops: float, max_steps: int, name: str)
     """min(max_steps, floor(budget / worst step)); a UserError when that is 0."""
     steps = sizing.affordable(worst_step_flops, max_steps)
     if steps < 1:
-        from harness.plan import no_unit_error
+        from harness.budget.plan import no_unit_error
 
         raise no_unit_error(name, "step", worst_step_flops, sizing.budget_flops,
                             f"lower {name}.batch_prompts / max_new_tokens")
@@ -264,14 +265,6 @@ def common_args(ctx, cfg, seed: int) -> dict:
                 activation_checkpointing=False, seed=seed, dataloader_num_workers=0, dataloader_pin_memory=False)
 
 
-def quiet(trainer) -> None:
-    """Drop transformers' per-step printers; LedgerCallback prints one line per step instead."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    for cb in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(cb)
-
-
 def save_policy(model, perturber, path: Path) -> str:
     """Merge LoRA if any, then save every parameter under the harness model's names, in the
     harness model's dtype (bf16 on GPU: half the bytes of the fp32 training copy), atomically."""
@@ -280,12 +273,12 @@ def save_policy(model, perturber, path: Path) -> str:
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     named = dict(parameters(model))
-    names = [n for n, _ in perturber.params]
+    dtypes = perturber.dtypes()  # the engine's names and dtypes
+    names = list(dtypes)
     if sorted(named) != sorted(names):
         diff = sorted(set(named) ^ set(names))[:5]
         raise RuntimeError(f"trained policy's parameter names differ from the harness model's: {diff}")
     if dist.is_main():  # every process holds the same synchronised weights; one writes them
-        dtypes = {n: p.dtype for n, p in perturber.params}
         tensors = {n: named[n].detach().to(dtypes[n]).contiguous().cpu() for n in names}
         tmp = path.with_name(path.name + ".partial")
         with storage.writing(tmp, sum(t.numel() * t.element_size() for t in tensors.values())):
@@ -365,7 +358,7 @@ def restore(path: Path, parts: dict, name: str) -> tuple[int, int, dict | None]:
 
 def release(trainer) -> None:
     """Drop what a finished trainer holds (model copies, optimizer state, Accelerate's references
-    to both); the harness then hands the freed memory back (harness.memory.trim)."""
+    to both); the harness then hands the freed memory back (harness.runs.memory.trim)."""
     trainer.accelerator.free_memory()
     for attr in ("model", "model_wrapped", "ref_model", "optimizer", "lr_scheduler", "callback_handler",
                  "value_model", "policy_model", "reward_model", "train_dataset"):

@@ -5,7 +5,7 @@ Run: `thicket compare --task arith --methods base`.
 from __future__ import annotations
 
 from harness.method import Ensemble, Method, Voter
-from harness.plan import Work
+from harness.budget.plan import Work
 
 
 class Base(Method):

@@ -27,17 +27,16 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from harness.compute import paper_population_flops
+from harness.budget.compute import paper_population_flops
 from harness.context import Member
-from harness import distributed as dist
-from harness import faults
+from harness.runs import distributed as dist
+from harness.runs import faults
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
-from harness.perturb import NOISE_MODES, iter_noise
-from harness.plan import Work, no_unit_error
-from harness.units import read_records
+from harness.engine.perturb import NOISE_MODES
+from harness.budget.plan import Work, no_unit_error
+from harness.runs.units import read_records
 
 
 @dataclass(frozen=True)
@@ -75,20 +74,10 @@ def z_scores(rewards: list[float]) -> np.ndarray:
     return (r - r.mean()) / (r.std() + 1e-8)
 
 
-@torch.no_grad()
-def es_update(params, members: list[Member], z: np.ndarray, alpha: float) -> None:
-    """theta += alpha/N * sum_i z_i eps_i, the sum accumulated in float32 per parameter."""
-    acc = [torch.zeros(p.shape, dtype=torch.float32, device=p.device) for _, p in params]
-    scratch: dict = {}
-    for m, zi in zip(members, z):
-        if zi == 0:
-            continue
-        for indices, eps in iter_noise(params, m.seed, m.noise, scratch):
-            eps = eps.float()
-            for i in indices:
-                acc[i].add_(eps, alpha=float(zi))
-    for (_, p), a in zip(params, acc):
-        p.add_(a.mul_(alpha / len(members)).to(p.dtype))
+def es_update(weights, members: list[Member], z: np.ndarray, alpha: float) -> None:
+    """theta += alpha/N * sum_i z_i eps_i, the sum accumulated in float32 per parameter, on the
+    engine's weights (`Weights.add_noise_sum`)."""
+    weights.add_noise_sum([(m.seed, float(zi), m.noise) for m, zi in zip(members, z)], alpha / len(members))
 
 
 class ES(Method):
@@ -118,7 +107,7 @@ class ES(Method):
         for t in range(start, t_max):
             members = iteration_members(ctx.protocol.seed, t, cfg)
             scores = ctx.score_population(members, f"iter{t:04d}")
-            es_update(ctx.perturber.params, members, z_scores(scores), cfg.alpha)
+            es_update(ctx.perturber, members, z_scores(scores), cfg.alpha)
             ctx.perturber.rebase()
             self._save(ctx, t, scores, t_max)
         return self._ensembles(ctx, cfg, t_max, vote_ks)

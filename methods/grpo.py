@@ -30,13 +30,13 @@ from pathlib import Path
 
 import torch
 
-from harness import distributed as dist
-from harness import faults, storage
-from harness.checkpoints import complete_checkpoint
-from harness.compute import paper_grpo_flops
+from harness.runs import distributed as dist
+from harness.runs import faults, storage
+from harness.runs.checkpoints import complete_checkpoint
+from harness.budget.compute import paper_grpo_flops
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
-from harness.plan import Work
+from harness.budget.plan import Work
 from methods._trl import (TRAIN_ITEMS, LedgerCallback, Pass, affordable_steps, charge, common_args,
                           flops_per_token, load_result, lora_config, lora_params,
                           micro_per_process, policy_copy, quiet, release, save_policy, task_reward_function,

@@ -8,7 +8,7 @@ current model theta_r (theta_1 = the base):
      the top K are kept;
   2. rollouts: S samples per question from each kept member (temperature 1.0, top_p 0.95);
   3. rejection: per question up to M distinct correct traces, those whose answer is the
-     question's majority answer first, then shorter first (harness/distil.py);
+     question's majority answer first, then shorter first (harness/services/distil.py);
   4. distil: LoRA SFT (TRL's SFTTrainer, plain cross-entropy on the completions) from the
      ORIGINAL base on the union of every round's traces, deduplicated;
      theta_{r+1} = base + that LoRA's merged delta.
@@ -61,18 +61,18 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import distributed as dist, progress
-from harness.compute import paper_population_flops
+from harness.runs import distributed as dist, progress
+from harness.budget.compute import paper_population_flops
 from harness.context import Member
-from harness.distil import (Sample, finished_adapter, lora_config, merge_traces, select_all, sft_examples,
+from harness.services.distil import (Sample, finished_adapter, lora_config, merge_traces, select_all, sft_examples,
                             train_lora)
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
-from harness.perturb import NOISE_MODES
-from harness.plan import Work, no_unit_error
-from harness.results import write_json
+from harness.engine.perturb import NOISE_MODES
+from harness.budget.plan import Work, no_unit_error
+from harness.runs.results import write_json
 from harness.task import checked_rewards
-from harness.units import run_units
+from harness.runs.units import run_units
 from methods._trl import (TRAIN_ITEMS, Pass, charge, common_args, flops_per_token, lora_params,
                           micro_per_process, policy_copy, training_prompts)
 from methods.randopt import rank, sample_members
@@ -265,12 +265,11 @@ class IterativeRandOpt(Method):
                  f"batch {cfg.batch_size} (micro {micro}), {cfg.epochs} epochs; worst case per round: search "
                  f"{plan.search:.3g}, rollouts {plan.rollouts:.3g}, SFT {cfg.max_traces * plan.slot:.3g} per round of "
                  f"traces; budget {ctx.ledger.budget}")
-        original = ctx.perturber.base
+        original = ctx.perturber.base_snapshot()
         try:
             return self._rounds(ctx, plan, original, micro)
         finally:  # compare.py restores the base too; a direct caller gets its model back as well
-            ctx.perturber.base = original
-            ctx.perturber.restore()
+            ctx.perturber.reset_to(original)
 
     def _rounds(self, ctx, plan: Stages, original, micro: int) -> list[Ensemble]:
         cfg = self.config
@@ -377,8 +376,7 @@ class IterativeRandOpt(Method):
         record = finished_adapter(adapter)
         if record is not None:
             return adapter, record
-        ctx.perturber.base = original
-        ctx.perturber.restore()
+        ctx.perturber.reset_to(original)
         args = {**common_args(ctx, cfg, ctx.protocol.seed), "output_dir": str(ctx.out_dir / f"r{r}-checkpoints"),
                 "lr_scheduler_type": "cosine", "warmup_steps": cfg.warmup, "num_train_epochs": cfg.epochs,
                 "per_device_train_batch_size": micro,
@@ -398,8 +396,7 @@ class IterativeRandOpt(Method):
 
 def centre(ctx, original, adapter: Path) -> None:
     """Make base + the adapter's merged delta the perturber's base: the next search centres on it."""
-    ctx.perturber.base = original
-    ctx.perturber.restore()
+    ctx.perturber.reset_to(original)
     ctx.perturber.add_adapter(str(adapter))
     ctx.perturber.rebase()
 

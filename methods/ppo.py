@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness import distributed as dist
-from harness.compute import paper_ppo_flops
+from harness.runs import distributed as dist
+from harness.budget.compute import paper_ppo_flops
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
-from harness.plan import Work
+from harness.budget.plan import Work
 from harness.task import checked_rewards
 from methods._trl import (TRAIN_ITEMS, Checkpointer, LedgerCallback, Pass, affordable_steps, charge,
                           common_args, flops_per_token, load_result, lora_config, lora_params, micro_per_process,
@@ -354,7 +354,7 @@ class RewardBackbone(nn.Module):
         index, n = self.match(ids)
         end = mask.index(0, n) if 0 in mask[n:] else len(mask)  # TRL's completion ends at its first pad
         self.tokens += end
-        text = self.tokenizer.decode(ids[n:end], skip_special_tokens=True)  # as harness.generate decodes
+        text = self.tokenizer.decode(ids[n:end], skip_special_tokens=True)  # as harness.engine.native decodes
         return text, self.items[index]
 
     def match(self, ids: list[int]) -> tuple[int, int]:

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness import distributed as dist
-from harness.compute import paper_population_flops
+from harness.runs import distributed as dist
+from harness.budget.compute import paper_population_flops
 from harness.context import Member
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
-from harness.perturb import NOISE_MODES
-from harness.plan import Work, no_unit_error
-from harness.results import write_json
+from harness.engine.perturb import NOISE_MODES
+from harness.budget.plan import Work, no_unit_error
+from harness.runs.results import write_json
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,10 @@ class RandOpt(Method):
         if max(protocol.k) > self.config.population:
             raise UserError(f"K={max(protocol.k)} is larger than the population N={self.config.population}; "
                             "lower K (--k) or raise randopt.population")
+
+    def reference_budget(self, sizing) -> float:
+        """The comparison's default budget: the preset population at its worst-case cost."""
+        return self.config.population * sizing.worst_pass_flops
 
     def plan(self, sizing) -> Work:
         """N: the most members whose worst-case cost fits the budget (the preset's N at most)."""

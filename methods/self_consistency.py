@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from harness.errors import UserError
 from harness.method import Ensemble, Method, Voter
-from harness.plan import Work
+from harness.budget.plan import Work
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ running every member's program on inputs, which for MBPP are the gold asserts.
 
 Deviations from the authors' code, which exec()s the program inside its own process with a
 SIGALRM timeout and nothing else:
-- every program runs in harness/sandbox.py (own process, namespaces, unprivileged uid, no
+- every program runs in harness/services/sandbox.py (own process, namespaces, unprivileged uid, no
   network, 1 GiB of address space, 1 MiB of output, no child processes or threads); a correct
   solution that needs more than that scores 0 here; the 5 s per step are the same;
 - the key (trailing whitespace per line removed) is what runs, so reward and score cannot
@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 
 from harness.errors import UserError
-from harness.sandbox import Limits, Program, mode, run_all
+from harness.services.sandbox import Limits, Program, mode, run_all
 from harness.task import Item, Task, data_file, load_hub, read_jsonl
 
 SYSTEM = "You are a Python programming assistant. Write clean, correct Python code to solve the given problem."

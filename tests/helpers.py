@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import distributed as dist
-from harness.compute import Ledger
+from harness.runs import distributed as dist
+from harness.budget.compute import Ledger
 from harness.config import protocol_from
 from harness.context import TrainContext
-from harness.generate import Engine, render
-from harness.model import load_model
-from harness.perturb import Perturber
+from harness.engine.native import NativeEngine, render
+from harness.engine.model import load_model
 from harness.splits import train_items
 from harness.task import get_task
 
@@ -20,12 +19,12 @@ def make_context(model_dir: str, out_dir: Path, budget: float | None = None, tas
     proto = protocol_from(task, "smoke", model=model_dir, **settings)
     the_task = get_task(task)
     model, tokenizer = load_model(model_dir, dist.device())  # as `thicket compare` loads it
-    engine, perturber = Engine(model, tokenizer, 8), Perturber(model)
+    engine = NativeEngine(model, tokenizer, 8)
     items = train_items(the_task, proto)
     batches = engine.prepare([render(tokenizer, it.messages) for it in items])
-    ledger = Ledger(sum(p.numel() for _, p in perturber.params), budget)
+    ledger = Ledger(engine.n_params, budget)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return TrainContext(proto, the_task, model, tokenizer, engine, perturber, ledger, items, batches, out_dir)
+    return TrainContext(proto, the_task, model, tokenizer, engine, ledger, items, batches, out_dir)
 
 
 # ---- bad input through the command line: one line on stderr, exit status 2 ----------------

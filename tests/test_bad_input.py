@@ -223,7 +223,7 @@ def test_disk_full_while_saving_weights_is_one_line_and_keeps_the_work(tiny_disk
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tiny_model_dir, tmp_path, capsys, monkeypatch, quiet_hf):
-    from harness.runlock import RunLock
+    from harness.runs.runlock import RunLock
 
     fail_if_model_loads(monkeypatch)
     args = base_args(tiny_model_dir, tmp_path) + ["--methods", "base", "--run", "shared"]
@@ -240,7 +240,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tiny_model_dir, tmp_path):
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
-        from harness.runlock import RunLock
+        from harness.runs.runlock import RunLock
         with RunLock(Path({str(folder)!r})):
             print("locked", flush=True)
             time.sleep(600)
@@ -258,7 +258,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tiny_model_dir, tmp_path):
 def test_a_conversion_killed_midway_leaves_nothing_behind_after_the_next(tmp_path):
     """A killed GGUF conversion leaves `<model>.partial-<pid>` (500 MB for SmolLM2); the next
     conversion removes it. A folder of a conversion still running is left alone."""
-    from harness.model import clean_stale_partials
+    from harness.engine.model import clean_stale_partials
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -9,8 +9,8 @@ import torch
 
 from bench import measure, shapes, throughput
 from bench.workloads import Output, near_tie
-from harness.generate import _eos_ids, _until_eos
-from harness.model import load_model
+from harness.engine.native import _eos_ids, _until_eos
+from harness.engine.model import load_model
 
 
 def test_cpu_bench_prints_the_headline_json_last(tiny_model_dir, data_dir, tmp_path, capsys, one_thread):

@@ -116,7 +116,7 @@ def test_all_zero_scores_say_the_model_is_too_small(tiny_model_dir, tmp_path, ca
 def test_plan_reads_the_gpu_bench_record_of_its_shape_and_gpu_kind(tmp_path):
     """The GPU projection uses the fastest engine record of bench/shapes.py's file for that
     model shape and GPU kind; other shapes, GPUs and the bare contender are ignored."""
-    from harness.projection import recorded_throughput
+    from harness.budget.projection import recorded_throughput
 
     record = {"shape": "qwen2.5-3b-instruct", "device_name": "NVIDIA H100 80GB HBM3", "contender": "engine",
               "members_in_flight": 1, "tokens_per_s": 900.0}
@@ -148,10 +148,10 @@ def test_plan_projects_a_paper_scale_gpu_run_from_shape_files_alone(data_dir, ca
 def test_draft_members_changes_no_row(tiny_model_dir, tmp_path, monkeypatch, one_thread):
     """With Engine.draft_members on, the session keeps the base's train completions (also on a
     resumed run) and member scoring uses them as drafts: the same rows as without."""
-    from harness.generate import Engine
+    from harness.engine.native import NativeEngine
 
     def rows(folder, drafts: bool) -> list[dict]:
-        monkeypatch.setattr(Engine, "draft_members", drafts)
+        monkeypatch.setattr(NativeEngine, "draft_members", drafts)
         args = ["compare", "--task", "arith", "--model", tiny_model_dir, "--methods", "base,randopt", "--budget",
                 "smoke", "--n-train", "4", "--n-test", "4", "--max-new-tokens", "6", "--k", "1,2",
                 "--set", "population=4", "--results", str(tmp_path / folder)]
@@ -161,8 +161,8 @@ def test_draft_members_changes_no_row(tiny_model_dir, tmp_path, monkeypatch, one
         return [{k: v for k, v in r.items() if "wall" not in k and "peak" not in k} for r in out]
 
     seen = []
-    generate = Engine.generate
-    monkeypatch.setattr(Engine, "generate", lambda self, *a, **kw: seen.append(kw.get("draft")) or generate(self, *a, **kw))
+    generate = NativeEngine.generate
+    monkeypatch.setattr(NativeEngine, "generate", lambda self, *a, **kw: seen.append(kw.get("draft")) or generate(self, *a, **kw))
     plain = rows("plain", False)
     assert all(d is None for d in seen)
     seen.clear()

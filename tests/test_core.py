@@ -15,10 +15,10 @@ from harness.compare import compare
 from harness.config import PRESETS, Protocol, RunOptions, method_config, protocol_from
 from harness.context import Member, TrainContext
 from harness.errors import UserError
-from harness.generate import Engine, render
-from harness.model import load_model
-from harness.perturb import NOISE_MODES, Perturber, iter_noise, parameters
-from harness.units import read_records, run_units
+from harness.engine.native import NativeEngine, render
+from harness.engine.model import load_model
+from harness.engine.perturb import NOISE_MODES, Perturber, iter_noise, parameters
+from harness.runs.units import read_records, run_units
 from harness.vote import majority
 from tests.helpers import base_args, cli_error, fail_if_model_loads
 from methods import randopt, self_consistency
@@ -432,10 +432,10 @@ class _Tokens:
 
 
 def context(model, tokenizer, protocol: Protocol, out_dir: Path) -> TrainContext:
-    engine = Engine(model, tokenizer, protocol.batch_size)
+    engine = NativeEngine(model, tokenizer, protocol.batch_size)
     train = ARITH.load("train", None)[:protocol.n_train]
     batches = engine.prepare([render(tokenizer, it.messages) for it in train])
-    return TrainContext(protocol, ARITH, model, tokenizer, engine, Perturber(model), _Tokens(), train, batches,
+    return TrainContext(protocol, ARITH, model, tokenizer, engine, _Tokens(), train, batches,
                         out_dir)
 
 

@@ -97,9 +97,9 @@ def test_crosscheck_a_real_run(gsm8k_run):
 
 
 def test_crosscheck_without_a_model_on_the_stored_texts(gsm8k_run, monkeypatch):
-    import harness.model
+    import harness.engine.model
 
-    monkeypatch.setattr(harness.model, "load_model", lambda *a, **k: pytest.fail("no model may load"))
+    monkeypatch.setattr(harness.engine.model, "load_model", lambda *a, **k: pytest.fail("no model may load"))
     assert cc.run(Namespace(run_dir=str(gsm8k_run), rows="base", limit=None, no_model=True)) == 0
     (row,) = json.loads((Path(gsm8k_run) / "crosscheck-texts.json").read_text())["rows"]
     assert (row["label"], row["n"], row["stored_verdicts_reproduced"]) == ("base", 4, 4)

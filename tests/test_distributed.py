@@ -15,7 +15,7 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from harness import distributed as dist
+from harness.runs import distributed as dist
 from methods.randopt import sample_members
 from tests.helpers import make_context
 ctx = make_context({model!r}, Path({out!r}))
@@ -34,7 +34,7 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
 import torch
-from harness import distributed as dist
+from harness.runs import distributed as dist
 from harness.method import get_method
 from harness.task import get_task
 from tests.helpers import make_context

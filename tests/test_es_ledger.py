@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.compute import Ledger, paper_grpo_flops, paper_population_flops, paper_ppo_flops
+from harness.budget.compute import Ledger, paper_grpo_flops, paper_population_flops, paper_ppo_flops
 from harness.context import Member
 from harness.errors import UserError
 from methods import es, randopt
@@ -23,7 +23,7 @@ def test_es_update_matches_hand_computed_reference(tiny_model_dir, tmp_path, mod
     rewards = [0.25, 0.5, 1.0]
     alpha = 5e-4
 
-    es.es_update(params, members, es.z_scores(rewards), alpha)
+    es.es_update(ctx.perturber, members, es.z_scores(rewards), alpha)
 
     # the reference, written out: z = (r - mean) / (std + 1e-8); theta += alpha/N * sum z_i eps_i
     r = np.array(rewards)

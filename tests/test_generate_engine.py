@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.generate import Engine, _common_prefix, _eos_ids, _until_eos, prompt_lists
-from harness.decode import _chunks, keep_order
-from harness.kvcache import SlabLayer, new_cache
-from harness.model import load_model
-from harness.perturb import Perturber
+from harness.engine.native import NativeEngine, _common_prefix, _eos_ids, _until_eos, prompt_lists
+from harness.engine.decode import _chunks, keep_order
+from harness.engine.kvcache import SlabLayer, new_cache
+from harness.engine.model import load_model
+from harness.engine.perturb import Perturber
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = [f"user: what is {a} + {b}?{'x' * (a % 7)}\nassistant:"
@@ -48,7 +48,7 @@ SWITCHES = [{}, {"pass_bytes": 0}, {"share_prefix": False}, {"compact_fraction":
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
 def test_greedy_outputs_and_token_counts_equal_the_old_engine(tiny, switches, batch_size):
     model, tokenizer = tiny
-    engine = Engine(model, tokenizer, batch_size)
+    engine = NativeEngine(model, tokenizer, batch_size)
     for key, value in switches.items():
         setattr(engine, key, value)
     batches = engine.prepare(PROMPTS)
@@ -59,7 +59,7 @@ def test_greedy_outputs_and_token_counts_equal_the_old_engine(tiny, switches, ba
 
 def test_prompt_tokens_count_the_shared_prefix_for_every_item(tiny):
     model, tokenizer = tiny
-    engine = Engine(model, tokenizer, 4)
+    engine = NativeEngine(model, tokenizer, 4)
     batches = engine.prepare(PROMPTS)
     assert engine.shared_prefix(prompt_lists(batches)) >= engine.min_prefix  # the prefix really is cached
     completions = engine.generate(batches, 5)
@@ -71,11 +71,11 @@ def test_prompt_tokens_count_the_shared_prefix_for_every_item(tiny):
 MEMBER_SCRIPT = """
 import json, sys, torch
 torch.set_num_threads(1)
-from harness.generate import Engine
-from harness.model import load_model
-from harness.perturb import Perturber
+from harness.engine.native import NativeEngine
+from harness.engine.model import load_model
+from harness.engine.perturb import Perturber
 model, tok = load_model(sys.argv[1])
-engine = Engine(model, tok, 4)
+engine = NativeEngine(model, tok, 4)
 Perturber(model).apply(int(sys.argv[2]), 0.05, "iid")
 print(json.dumps([c.text for c in engine.generate(engine.prepare(json.loads(sys.argv[3])), 16)]))
 """
@@ -85,7 +85,7 @@ def test_prefix_cache_never_outlives_the_weights(tiny, tiny_model_dir):
     """Member B after member A (and after perturb/restore cycles) equals member B alone in a
     fresh process: nothing computed with A's weights is reused for B."""
     model, tokenizer = tiny
-    engine, perturber = Engine(model, tokenizer, 4), Perturber(model)
+    engine, perturber = NativeEngine(model, tokenizer, 4), Perturber(model)
     batches = engine.prepare(PROMPTS)
     texts = lambda: [c.text for c in engine.generate(batches, 16)]  # noqa: E731
     perturber.apply(11, 0.05, "iid")
@@ -110,7 +110,7 @@ def test_prefix_cache_never_outlives_the_weights(tiny, tiny_model_dir):
 
 def test_sampling_is_seeded_and_top_p_narrows_it(tiny):
     model, tokenizer = tiny
-    engine = Engine(model, tokenizer, 3)
+    engine = NativeEngine(model, tokenizer, 3)
     batches = engine.prepare(PROMPTS)
     sample = lambda seed, top_p=1.0: [c.text for c in engine.generate(batches, 12, 1.0, seed, top_p)]  # noqa: E731
     assert sample(1) == sample(1)
@@ -127,7 +127,7 @@ def test_a_draft_only_saves_work_the_outputs_are_decoding_from_scratch(tiny, chu
     """Base outputs as the draft of perturbed members (near and far), and drafts that are
     plain wrong (another prompt's output): the member's own greedy output every time."""
     model, tokenizer = tiny
-    engine, perturber = Engine(model, tokenizer, 4), Perturber(model)
+    engine, perturber = NativeEngine(model, tokenizer, 4), Perturber(model)
     engine.prefill_chunk_tokens = chunk_tokens
     batches = engine.prepare(PROMPTS)
     base = engine.generate(batches, 24)
@@ -146,7 +146,7 @@ def test_a_draft_only_saves_work_the_outputs_are_decoding_from_scratch(tiny, chu
 @pytest.mark.parametrize("pass_bytes", [0, None])
 def test_progress_reports_every_item_once_as_it_finishes(tiny, pass_bytes):
     model, tokenizer = tiny
-    engine = Engine(model, tokenizer, 3)
+    engine = NativeEngine(model, tokenizer, 3)
     engine.pass_bytes = pass_bytes
     calls = []
     completions = engine.generate(engine.prepare(PROMPTS), 24, progress=calls.append)
@@ -156,7 +156,7 @@ def test_progress_reports_every_item_once_as_it_finishes(tiny, pass_bytes):
 
 def test_batches_run_together_within_the_cache_budget(tiny):
     model, tokenizer = tiny
-    engine = Engine(model, tokenizer, 2)
+    engine = NativeEngine(model, tokenizer, 2)
     batches = engine.prepare(PROMPTS)
     rows = prompt_lists(batches)
     engine.pass_bytes = 0
@@ -175,7 +175,7 @@ def test_common_prefix_leaves_every_prompt_a_token_of_its_own():
 def test_single_and_identical_prompts_decode_like_generate(tiny):
     model, tokenizer = tiny
     for prompts in ([PROMPTS[0]], [PROMPTS[1]] * 3):
-        engine = Engine(model, tokenizer, 4)
+        engine = NativeEngine(model, tokenizer, 4)
         batches = engine.prepare(prompts)
         assert [(c.text, c.prompt_tokens, c.new_tokens) for c in engine.generate(batches, 10)] == \
             old_engine(model, tokenizer, batches, 10)

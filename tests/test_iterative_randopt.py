@@ -15,12 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.compute import Ledger
-from harness.distil import Sample, merge_traces, select_traces, sft_examples
+from harness.budget.compute import Ledger
+from harness.services.distil import Sample, merge_traces, select_traces, sft_examples
 from harness.errors import UserError
 from harness.evaluate import Evaluator, Row
 from harness.method import Voter
-from harness.perturb import Perturber
 from harness.task import get_task
 from methods.iterative_randopt import Config, IterativeRandOpt, guaranteed_rounds, stages
 from tests.helpers import make_context
@@ -202,7 +201,7 @@ def test_evaluating_through_the_adapter_equals_peft_merge_and_unload(tiny_model_
     assert any(not torch.equal(p, b) for (_, p), b in zip(ctx.perturber.params, base))
     ctx.perturber.restore()
 
-    evaluator = Evaluator(ctx.task, ctx.protocol, ctx.engine, ctx.perturber, ctx.ledger.n_params, ctx.train_items)
+    evaluator = Evaluator(ctx.task, ctx.protocol, ctx.engine, ctx.train_items)
     texts = evaluator.voter_record(Voter("lora", adapter=str(tmp_path / "adapter")))["texts"]
     assert all(torch.equal(p, b) for (_, p), b in zip(ctx.perturber.params, base)), "not restored"
     ctx.engine.model = peft_merged.eval()

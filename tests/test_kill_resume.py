@@ -3,7 +3,7 @@ again further on, then finished), and get exactly what an uninterrupted run give
 rows, predictions and final weights.
 
 Each kill is real: `THICKET_KILL_AT=point:n` makes the process SIGKILL itself the n-th time
-it reaches `harness.faults.point(point)` (inside checkpoint writes, between a file and its
+it reaches `harness.runs.faults.point(point)` (inside checkpoint writes, between a file and its
 rename, after a unit's record, mid-step after the rewards). The task is a plugin whose
 reward varies with the text, so GRPO and PPO really move the weights (a tiny random model
 never answers arithmetic right, and a zero reward trains nothing).

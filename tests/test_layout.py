@@ -1,4 +1,4 @@
-"""The house has two wings: the spine (harness/*.py, methods/, tasks/) can change a result,
+"""The house has two wings: the spine (harness/ and its rooms, methods/, tasks/) can change a result,
 the analysis wing (harness/analysis/) only reads finished runs. The spine never imports it."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SPINE = [*sorted((ROOT / "harness").glob("*.py")), *sorted((ROOT / "methods").glob("*.py")),
-         *sorted((ROOT / "tasks").glob("*.py"))]
+SPINE = [*sorted(p for p in (ROOT / "harness").rglob("*.py") if "analysis" not in p.relative_to(ROOT).parts),
+         *sorted((ROOT / "methods").glob("*.py")), *sorted((ROOT / "tasks").glob("*.py"))]
 ENTRY_POINTS = {"cli.py"}  # the command line dispatches to both wings
 
 
@@ -34,3 +34,13 @@ def test_the_analysis_wing_is_a_package_of_its_own():
     wing = {p.stem for p in (ROOT / "harness" / "analysis").glob("*.py")}
     assert {"report", "plots", "stats", "crosscheck", "density", "reproduce", "rundir"} <= wing
     assert not any((ROOT / "harness" / f"{m}.py").exists() for m in wing - {"__init__"})
+
+
+def test_the_top_level_keeps_only_the_spine():
+    """About a dozen modules at the top; the machinery lives in rooms (docs/architecture.md)."""
+    top = sorted(p.stem for p in (ROOT / "harness").glob("*.py") if p.stem != "__init__")
+    assert len(top) <= 13, top
+    rooms = {p.name for p in (ROOT / "harness").iterdir() if (p / "__init__.py").is_file()}
+    assert {"engine", "runs", "budget", "services", "analysis"} <= rooms
+    for name in rooms:
+        assert ast.get_docstring(ast.parse((ROOT / "harness" / name / "__init__.py").read_text())), name

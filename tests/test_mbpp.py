@@ -8,7 +8,7 @@ import pytest
 
 import tasks.mbpp as mbpp
 from harness.errors import UserError
-from harness.sandbox import Limits
+from harness.services.sandbox import Limits
 from harness.task import Item
 from tasks.mbpp import TASK as MBPP, Mbpp, extract_code, normalize_code
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import sandbox
-from harness.sandbox import Limits, Program, run_all, run_one
+from harness.services import sandbox
+from harness.services.sandbox import Limits, Program, run_all, run_one
 
 LIMITS = Limits(seconds=1.0)  # short steps keep the hanging cases to about a second
 SECRET = "THICKET_SANDBOX_TEST_SECRET"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import tracking
+from harness.runs import tracking
 from harness.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,16 +17,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.compute import Ledger
+from harness.budget.compute import Ledger
 from harness.config import protocol_from
 from harness.context import TrainContext
 from harness.errors import UserError
-from harness.generate import Engine, render
+from harness.engine.native import NativeEngine, render
 from harness.method import get_method
-from harness.model import load_model
-from harness.perturb import Perturber
+from harness.engine.model import load_model
 from harness.task import get_task
-from methods._trl import LedgerCallback, Pass, flops_per_token, training_prompts
+from methods._trl import LedgerCallback, Pass, training_prompts
 
 METHODS = ["grpo", "ppo"]
 N_TRAIN, MAX_NEW = 4, 8
@@ -48,12 +47,12 @@ def make_ctx(model_dir: str, out_dir: Path, budget: float | None) -> TrainContex
     model, tokenizer = load_model(model_dir)
     task = get_task("arith")
     protocol = protocol_from("arith", "smoke", model=model_dir, n_train=N_TRAIN, max_new_tokens=MAX_NEW)
-    engine = Engine(model, tokenizer, protocol.batch_size)
+    engine = NativeEngine(model, tokenizer, protocol.batch_size)
     items = task.load("train", None)[:N_TRAIN]
     batches = engine.prepare([render(tokenizer, it.messages) for it in items])
     n_params = sum(p.numel() for _, p in model.named_parameters())
     out_dir.mkdir(parents=True, exist_ok=True)
-    return TrainContext(protocol, task, model, tokenizer, engine, Perturber(model), Ledger(n_params, budget),
+    return TrainContext(protocol, task, model, tokenizer, engine, Ledger(n_params, budget),
                         items, batches, out_dir, log=Recorder())
 
 
@@ -333,10 +332,10 @@ def test_a_finished_record_found_on_resume_removes_leftover_checkpoints(tmp_path
 
 def test_long_generation_calls_show_item_progress(tiny_model_dir, tmp_path, monkeypatch):
     """A test voter or a member's scoring pass is one unit that can take minutes at scale:
-    each reports its items through harness.progress.items, every item exactly once."""
+    each reports its items through harness.runs.progress.items, every item exactly once."""
     import contextlib
 
-    from harness import progress
+    from harness.runs import progress
     from harness.evaluate import Evaluator
     from harness.method import Voter
 
@@ -351,7 +350,7 @@ def test_long_generation_calls_show_item_progress(tiny_model_dir, tmp_path, monk
     monkeypatch.setattr(progress, "items", recording)
     ctx = make_ctx(tiny_model_dir, tmp_path, budget=None)
     ctx.score_current()
-    evaluator = Evaluator(ctx.task, ctx.protocol, ctx.engine, ctx.perturber, ctx.ledger.n_params, ctx.train_items)
+    evaluator = Evaluator(ctx.task, ctx.protocol, ctx.engine, ctx.train_items)
     evaluator.voter_record(Voter("base"))
     n_test = len(evaluator.items)
     assert seen == [("train items", len(ctx.train_items), len(ctx.train_items)),

@@ -63,7 +63,9 @@ def score_texts(ids: list[str], texts: list[str], items: list, answers: list[str
     """Both scorers on the same texts: thicket's gsm8k vote key and correctness against
     lm-eval's filters and exact_match. Returns compare_items' comparison and thicket's
     per-item verdicts."""
-    from tasks.gsm8k import TASK
+    from harness.task import get_task
+
+    TASK = get_task("gsm8k")
 
     keys = [TASK.vote_key(t, it) for t, it in zip(texts, items)]
     correct = TASK.are_correct(keys, items)
@@ -77,7 +79,9 @@ def compare_items(items: list[tuple[str, str, str]], harness_correct: list[bool]
                   response_chars: int = 300) -> dict:
     """Agreement of lm-eval's flexible-extract correctness with the harness's, item by item.
     `items`: (id, gold, harness vote); `samples`: lm-eval's response and per-filter verdicts."""
-    from tasks.gsm8k import normalize_number
+    from harness.task import task_module
+
+    normalize_number = task_module("gsm8k").normalize_number
 
     if not (len(items) == len(harness_correct) == len(samples)):
         raise ValueError(f"item counts differ: {len(items)} items, {len(harness_correct)} harness, "

@@ -23,7 +23,8 @@ from pathlib import Path
 from harness.analysis import agreement
 from harness.analysis.rundir import read_checked
 from harness.errors import UserError
-from harness.results import read_json, write_json
+from harness.runs.results import read_json, write_json
+from harness.task import task_module
 
 SINGLE_ROWS = ("base", "es", "grpo", "ppo")
 TASK_NAME = "thicket_gsm8k_crosscheck"
@@ -61,8 +62,8 @@ def crosscheck(run_dir: Path, labels: list[str], limit: int | None = None) -> di
     targets = find_targets(run_dir, config["seeds"], labels)
     if not targets:
         raise UserError(f"{run_dir} holds none of the rows {', '.join(labels)} (finished, with weights)")
-    from harness.model import load_model
-    from harness.perturb import Perturber
+    from harness.engine.model import load_model
+    from harness.engine.perturb import Perturber
 
     model, tokenizer = load_model(protocol["model"], protocol.get("device", "cpu"))
     perturber = Perturber(model)
@@ -94,7 +95,7 @@ def crosscheck_texts(run_dir: Path, limit: int | None = None) -> dict:
     """No model: both scorers on the stored test texts of every K=1 row (its first voter's
     texts, which that row's vote is), item by item; writes crosscheck-texts.json."""
     from harness.analysis.rundir import load
-    from harness.units import read_records
+    from harness.runs.units import read_records
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
@@ -130,8 +131,8 @@ def _task_items(data_dir: str | None, n: int) -> list:
 def same_prompts(tokenizer, samples: list[dict]) -> int:
     """How many lm-eval prompts equal the harness's rendering of the same item (all, or we
     would be comparing two different prompts)."""
-    from harness.generate import render
-    from tasks.gsm8k import SUFFIX
+    from harness.engine.native import render
+    SUFFIX = task_module("gsm8k").SUFFIX
 
     return sum(s["prompt"] == render(tokenizer, ({"role": "user", "content": s["question"] + SUFFIX},))
                for s in samples)
@@ -140,7 +141,7 @@ def same_prompts(tokenizer, samples: list[dict]) -> int:
 def same_responses(folder: Path, label: str, samples: list[dict]) -> int | None:
     """How many lm-eval responses equal the harness's stored text for the item (whitespace at
     the ends aside): a stricter check than the correctness agreement. None if not stored."""
-    from harness.units import read_records
+    from harness.runs.units import read_records
 
     record = read_records(folder, f"test-{label}").get(0)
     if record is None:
@@ -231,7 +232,7 @@ def write_task(folder: Path, rows: list[dict], max_new_tokens: int) -> Path:
     import lm_eval
     import yaml
 
-    from tasks.gsm8k import SUFFIX
+    SUFFIX = task_module("gsm8k").SUFFIX
 
     task_dir = Path(tempfile.mkdtemp(dir=folder))
     shutil.copy(Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k.yaml", task_dir)

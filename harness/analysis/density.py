@@ -11,7 +11,7 @@ Every accuracy, the base model's included, goes through the Evaluator's one extr
 correct path (a one-voter ensemble). Member seeds are drawn like RandOpt's
 (`default_rng(seed).choice(2**31, M)`), the SAME seeds at every sigma: the sweep then changes
 only the scale along fixed directions. Each member's vote keys are persisted as it finishes
-(`harness.units`), so a rerun of the same command resumes and re-scores nothing.
+(`harness.runs.units`), so a rerun of the same command resumes and re-scores nothing.
 
 Writes results/<task>/density-<hash>/ density.json, density.md (sigma x margin) and
 density.png (delta vs m, a line per sigma). The hash leaves the margins out: they are
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from harness import distributed as dist
+from harness.runs import distributed as dist
 from harness.argtypes import floats
 from harness.errors import UserError
-from harness.results import write_json
+from harness.runs.results import write_json
 
 # Sizes per --budget: `smoke` finishes `thicket density --task arith` on 2 CPUs in minutes;
 # `paper` is the paper's 1000 perturbations at sigma 0.005 on the whole test split.
@@ -52,7 +52,7 @@ def add_arguments(p) -> None:
     p.add_argument("--n-test", type=int, default=None, help="test items (first N)")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--noise", default="iid", help="iid or released (see harness.perturb)")
+    p.add_argument("--noise", default="iid", help="iid or released (see harness.engine.perturb)")
     p.add_argument("--seed", type=int, default=0, help="draws the member seeds")
     p.add_argument("--results", default="results", help="results root folder")
 
@@ -73,7 +73,7 @@ def density(task: str, *, model=None, data_dir=None, budget="smoke", sigmas=PRES
             batch_size=None, results="results") -> Path:
     """Score base + members x sigmas on the test items; write and print delta(m); return the folder."""
     from harness.config import as_dict, protocol_from
-    from harness.perturb import NOISE_MODES
+    from harness.engine.perturb import NOISE_MODES
 
     if members < 1 or not sigmas or min(sigmas) <= 0:
         raise UserError(f"need members >= 1 and every sigma > 0 (got members={members}, sigmas={sigmas})")
@@ -109,17 +109,13 @@ def density(task: str, *, model=None, data_dir=None, budget="smoke", sigmas=PRES
 
 def _evaluator(protocol):
     from harness.evaluate import Evaluator
-    from harness.generate import Engine
-    from harness.model import load_model
-    from harness.perturb import Perturber
+    from harness.engine.native import NativeEngine
+    from harness.engine.model import load_model
     from harness.task import get_task
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world()))  # as compare() does
     model, tokenizer = load_model(protocol.model, protocol.device)
-    perturber = Perturber(model)
-    n_params = sum(p.numel() for _, p in perturber.params)
-    return Evaluator(get_task(protocol.task), protocol, Engine(model, tokenizer, protocol.batch_size), perturber,
-                     n_params)
+    return Evaluator(get_task(protocol.task), protocol, NativeEngine(model, tokenizer, protocol.batch_size))
 
 
 def _voter(label, seed=None, sigma=0.0, noise="iid"):
@@ -129,7 +125,9 @@ def _voter(label, seed=None, sigma=0.0, noise="iid"):
 
 
 def _members(seed: int, n: int, sigma: float, noise: str):
-    from methods.randopt import sample_members
+    from harness.method import method_module
+
+    sample_members = method_module("randopt").sample_members  # the same draws as the method
 
     return sample_members(seed, n, (sigma,), noise)  # seeds depend on (seed, n) only, not on sigma
 
@@ -137,7 +135,7 @@ def _members(seed: int, n: int, sigma: float, noise: str):
 def score_voters(evaluator, voters, folder: Path, tag: str) -> list[dict]:
     """Test accuracy of each voter alone, resumable: one JSON line per finished voter."""
     from harness.method import Ensemble
-    from harness.units import run_units
+    from harness.runs.units import run_units
 
     def work(unit):
         _, voter = unit

@@ -27,7 +27,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from harness.analysis.axes import TIE, flops_axis, value_axis
 from harness.analysis.rundir import Run, is_number, load
-from harness.results import mean_std
+from harness.runs.results import mean_std
 
 matplotlib.rcParams["svg.hashsalt"] = "thicket"  # SVG ids are random otherwise
 ORDER = ("base", "self_consistency", "randopt", "es", "es+vote", "grpo", "ppo", "iterative_randopt")

@@ -16,13 +16,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from harness import faults
+from harness.runs import faults
 from harness.analysis import agreement, plots
 from harness.analysis.doc import Banner, Bullets, Heading, Image, Para, Table, markdown, to_html
 from harness.analysis.rundir import Run, load
 from harness.analysis.tables import accuracy_text, flops, pct, results_table, terminal_table, versus
 from harness.errors import UserError
-from harness.tracking import EMBEDDED_MODEL
+from harness.runs.tracking import EMBEDDED_MODEL
 
 
 # ---- section (i): results ----------------------------------------------------------------------

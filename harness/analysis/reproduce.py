@@ -73,7 +73,7 @@ def run(args) -> int:
     methods = runnable(table, args.methods)
     from harness.compare import compare
     from harness.config import RunOptions, protocol_from
-    from harness.results import read_json
+    from harness.runs.results import read_json
 
     model = args.model or default_model(table, args.budget)
     protocol = protocol_from(table.task, args.budget, model=model, data_dir=args.data_dir,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.units import read_records
+from harness.runs.units import read_records
 
 RERUN = "rerun the same `thicket compare` command"
 NUMBER = (int, float)

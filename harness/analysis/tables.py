@@ -9,7 +9,7 @@ from __future__ import annotations
 from harness.analysis import stats
 from harness.analysis.doc import Table, markdown
 from harness.analysis.rundir import Run, is_number
-from harness.results import fmt_flops, mean_std
+from harness.runs.results import fmt_flops, mean_std
 
 BOOT_SEED = 0
 """One fixed bootstrap seed for every interval, so a rebuilt report is identical."""

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from harness import distributed as dist
-from harness import faults, storage
+from harness.runs import distributed as dist
+from harness.runs import faults, storage
 from harness.errors import UserError
 
 DEFAULT_MODEL = "smollm2"  # alias for the embedded SmolLM2-135M-Instruct

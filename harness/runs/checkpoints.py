@@ -5,7 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
-from harness import distributed as dist
+from harness.runs import distributed as dist
 
 
 def complete_checkpoint(folder: Path, name: str) -> str | None:

@@ -20,7 +20,7 @@ import re
 import socket
 from pathlib import Path
 
-from harness import distributed as dist
+from harness.runs import distributed as dist
 from harness.errors import UserError
 
 LOCK = ".lock"

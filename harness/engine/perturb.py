@@ -75,13 +75,28 @@ def iter_noise(params, seed: int, mode: str, scratch: dict | None = None
 
 
 class Perturber:
-    """Applies members' perturbations to one model in place and restores the base exactly."""
+    """Applies members' perturbations to one model in place and restores the base exactly: the
+    native engine's `harness.engine.interface.Weights`."""
 
     def __init__(self, model):
         self.params = parameters(model)
         self.base = [p.detach().clone() for _, p in self.params]
         self.dirty = False
         self.scratch: dict = {}
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for _, p in self.params)
+
+    def dtypes(self) -> dict:
+        return {name: p.dtype for name, p in self.params}
+
+    def base_snapshot(self) -> list[torch.Tensor]:
+        return self.base
+
+    def reset_to(self, snapshot: list[torch.Tensor]) -> None:
+        self.base = snapshot
+        self.restore()
 
     def apply(self, seed: int, sigma: float, mode: str) -> None:
         """theta <- base + sigma * eps(seed); always starts from the base."""
@@ -96,6 +111,22 @@ class Perturber:
             eps.mul_(sigma)  # sigma*eps first, then add: the authors' rounding order
             for i in indices:
                 self.params[i][1].add_(eps)
+        self.dirty = True
+
+    @torch.no_grad()
+    def add_noise_sum(self, terms, scale: float) -> None:
+        """theta <- theta + scale * sum_i c_i * eps(seed_i), the sum accumulated in float32 per
+        parameter and added once in the weights' dtype (the ES update's rounding)."""
+        acc = [torch.zeros(p.shape, dtype=torch.float32, device=p.device) for _, p in self.params]
+        for seed, coefficient, mode in terms:
+            if coefficient == 0:
+                continue
+            for indices, eps in iter_noise(self.params, seed, mode, self.scratch):
+                eps = eps.float()
+                for i in indices:
+                    acc[i].add_(eps, alpha=float(coefficient))
+        for (_, p), a in zip(self.params, acc):
+            p.add_(a.mul_(scale).to(p.dtype))
         self.dirty = True
 
     @torch.no_grad()
@@ -123,7 +154,7 @@ class Perturber:
         """theta <- theta + a peft LoRA adapter's merged delta, in place: the weights peft's
         merge_and_unload would give, without a second copy of the model on disk or in memory.
         Restorable like a perturbation."""
-        from harness.distil import lora_deltas
+        from harness.engine.adapters import lora_deltas
 
         named = dict(self.params)
         for name, delta in lora_deltas(path):
@@ -136,7 +167,7 @@ class Perturber:
         """Save the current weights (every distinct parameter) for a later `load_file`."""
         from safetensors.torch import save_file
 
-        from harness import storage
+        from harness.runs import storage
 
         need = sum(p.numel() * p.element_size() for _, p in self.params)
         with storage.writing(path, need):

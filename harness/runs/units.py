@@ -14,8 +14,8 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from harness import distributed as dist
-from harness import faults
+from harness.runs import distributed as dist
+from harness.runs import faults
 
 
 def run_units(units: list, index: Callable, work: Callable[[object], dict], folder: Path, tag: str,

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from harness.config import method_config
 from harness.errors import UserError
-from harness.generate import render
+from harness.method import get_method
+from harness.engine.native import render
 from harness.splits import first_items
 
 
@@ -115,23 +117,19 @@ def plan_methods(plugins: dict, sizing: Sizing) -> dict:
     return {name: plugin.plan(sizing) for name, plugin in plugins.items()}
 
 
-def matched_budget(sizing: Sizing, settings: dict) -> float:
-    """The default training budget of every method: what RandOpt's preset population costs
-    in the worst case (n_train prompts plus max_new_tokens each, per member)."""
-    from harness.config import method_config
-    from methods.randopt import Config as RandOptConfig
+REFERENCE_METHOD = "randopt"
+"""The method whose preset defines the default budget (`Method.reference_budget`)."""
 
-    population = method_config(RandOptConfig, "randopt", sizing.protocol.budget, settings).population
-    return population * sizing.worst_pass_flops
+
+def matched_budget(sizing: Sizing, settings: dict) -> float:
+    """The default training budget of every method: the reference method's own
+    `reference_budget` at its preset (RandOpt: its population's worst-case cost, n_train prompts
+    plus max_new_tokens each, per member). The plugin is found by name, through the loader."""
+    cls = get_method(REFERENCE_METHOD)
+    plugin = cls(method_config(cls.Config, REFERENCE_METHOD, sizing.protocol.budget, settings))
+    return plugin.reference_budget(sizing)
 
 
 def no_unit_error(method: str, unit: str, unit_flops: float, budget: float | None, fix: str) -> UserError:
     return UserError(f"{method}: the training budget ({budget:.3g} FLOPs) affords no {unit} "
                      f"({unit_flops:.3g} FLOPs each at worst); raise the budget (--budget-flops) or {fix}")
-
-
-def plan_command(protocol, methods, settings, budget_flops, seeds, gpus, gpu) -> int:
-    """`thicket plan`: print what `compare` would do, with projected wall time."""
-    from harness.projection import print_plan
-
-    return print_plan(protocol, methods, settings, budget_flops, seeds, gpus, gpu)

@@ -25,11 +25,14 @@ from pathlib import Path
 import torch
 
 from harness.errors import UserError
-from harness.model import Probe, load_tokenizer, probe_model, resolve_model
-from harness.plan import Sizing, matched_budget, plan_methods
-from harness.progress import duration
+from harness.engine.model import Probe, load_tokenizer, probe_model, resolve_model
+from harness.budget.plan import Sizing, matched_budget, plan_methods
+from harness.method import resolve
+from harness.runs.progress import duration
+from harness.splits import test_items, train_items
+from harness.task import get_task
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHAPES = REPO / "bench" / "shapes"
 RECORDED = REPO / "bench" / "recorded" / "throughput.json"  # written by bench/shapes.py
 PEAK_BF16 = {"h100": 989e12, "h200": 989e12, "a100": 312e12}
@@ -81,13 +84,13 @@ def config_only_probe(name: str) -> Probe:
 
 def calibrate_here(sizing: Sizing, protocol) -> Rates:
     """Time one greedy batch of train prompts and one forward + backward pass."""
-    from harness import distributed as dist
-    from harness.generate import Engine
-    from harness.model import load_model
+    from harness.runs import distributed as dist
+    from harness.engine.native import NativeEngine
+    from harness.engine.model import load_model
 
     model, tokenizer = load_model(protocol.model, dist.device())
     prompts = sizing.prompts().texts[:min(16, protocol.batch_size)]
-    engine = Engine(model, tokenizer, len(prompts))
+    engine = NativeEngine(model, tokenizer, len(prompts))
     batches = engine.prepare(prompts)
     start = time.perf_counter()
     outputs = engine.generate(batches, sizing.max_new_tokens)
@@ -141,11 +144,6 @@ def gpu_rates(sizing: Sizing, name: str | None, gpus: int, gpu: str, recorded: P
 
 
 def print_plan(protocol, methods, settings, budget_flops, seeds, gpus, gpu) -> int:
-    from harness.compare import resolve
-    from harness.evaluate import test_items
-    from harness.splits import train_items
-    from harness.task import get_task
-
     if (gpus is None) != (gpu is None):
         raise UserError("--gpus and --gpu go together, e.g. --gpus 8 --gpu h100")
     task = get_task(protocol.task)

@@ -1,7 +1,7 @@
 """Progress lines a user can trust on a long comparison: what runs next, what it will do,
 how long each method took, and how long the rest should take.
 
-The ETA projects each method's planned work (`harness.plan.Work`) with rates measured on
+The ETA projects each method's planned work (`harness.budget.plan.Work`) with rates measured on
 this run: the base model's train pass (run first, for the thicket histogram) times one
 greedy generation; update FLOPs (losses, critic, fine-tuning) are first assumed to run at
 the generation FLOP rate. Every finished method then rescales the projection of the rest by
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 
-from harness import distributed as dist
+from harness.runs import distributed as dist
 
 
 def duration(seconds: float) -> str:

@@ -31,7 +31,7 @@ directory and the empty environment; the harness says which, once, on stderr.
 """
 from __future__ import annotations
 
-# The child runs this very file as a script (`python -I -S -B harness/sandbox.py`). What it needs
+# The child runs this very file as a script (`python -I -S -B harness/services/sandbox.py`). What it needs
 # comes first and imports only built-in modules (no dataclasses, json or enum: each costs a child
 # 5-50 ms); the harness side, below the `__main__` block, never runs in a child.
 import marshal

@@ -1,6 +1,6 @@
 """The engine's decoding of one pass (a group of prompts), two ways.
 
-`loop`: the model's own forward driven step by step with a `harness.kvcache` cache, so that
+`loop`: the model's own forward driven step by step with a `harness.engine.kvcache` cache, so that
 a shared prompt prefix computed once can be copied into every row, the cache is written in
 place, and rows leave the batch when they reach EOS. `with_generate`: `model.generate` on the
 pass, for settings only it offers (e.g. `cache_implementation="static"`, which transformers
@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from harness.kvcache import fill_prefix, n_layers, new_cache
+from harness.engine.kvcache import fill_prefix, n_layers, new_cache
 
 
 @dataclass

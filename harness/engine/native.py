@@ -1,18 +1,18 @@
-"""Batched generation shared by every method and by the evaluation: one engine, one decoding.
+"""The native engine: batched generation shared by every method and by the evaluation.
 
 Prompts are rendered once (chat template for instruct models, plain text otherwise),
 tokenized once, and grouped into length-sorted batches so a population of members reuses
 the same tensors and pads as little as possible. Decoding is greedy unless sampling is
 asked for (self-consistency), with a stop on EOS.
 
-The decoding loop (harness/decode.py) is the model's own forward with a transformers cache,
+The decoding loop (harness/engine/decode.py) is the model's own forward with a transformers cache,
 driven step by step rather than by `model.generate`, because a population re-evaluates the
 same prompts thousands of times and these pay off (bench/throughput.py measures each):
 - the prompts' common token prefix (the chat template's system turn and "What is ": 27 of
   the 47 tokens of an arith prompt with SmolLM2) is run once per call and its keys and values
   are copied into every row; it is recomputed on every call, so it never outlives the
   weights it came from;
-- the cache is preallocated (`harness.kvcache.SlabLayer`) instead of grown by `torch.cat`,
+- the cache is preallocated (`harness.engine.kvcache.SlabLayer`) instead of grown by `torch.cat`,
   which copies the whole cache every step;
 - rows that reached EOS leave the batch (once enough of them have finished to pay for
   compacting the cache) instead of being decoded as padding until the longest one ends;
@@ -23,21 +23,15 @@ so the ledger charges exactly what it charged with `model.generate`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from harness import decode
-from harness.kvcache import kv_bytes_per_token, prefix_keys_values
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    prompt_tokens: int  # non-pad prompt tokens of the full prompt (a shared prefix counts for every item)
-    new_tokens: int  # generated tokens up to and including EOS
-    token_ids: tuple[int, ...] = field(default=(), repr=False)  # those generated tokens
+from harness.engine import decode
+from harness.engine.interface import Completion, render  # noqa: F401  (render: for callers of this engine)
+from harness.engine.kvcache import kv_bytes_per_token, prefix_keys_values
+from harness.engine.perturb import Perturber
 
 
 @dataclass
@@ -47,15 +41,9 @@ class Batch:
     attention_mask: torch.Tensor
 
 
-def render(tokenizer, messages) -> str:
-    """Chat template when the tokenizer has one (instruct models), else the plain contents."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    return "\n\n".join(m["content"] for m in messages)
-
-
-class Engine:
-    """Generates completions for a fixed list of prompts, many times (once per member)."""
+class NativeEngine:
+    """thicket's own engine (`harness.engine.interface.Engine`): the model's forward driven by
+    `harness.engine.decode`, weights perturbed in place by `harness.engine.perturb.Perturber`."""
 
     # What makes it fast, each switchable so bench/throughput.py can measure it alone.
     share_prefix = True
@@ -73,7 +61,7 @@ class Engine:
     """Cache size up to which batches run together (None: 1 GiB on CPU, a quarter of the free
     memory on a GPU; 0: every batch alone)."""
     decoder = "loop"
-    """"loop" (harness.decode.loop) or "generate": `model.generate` per pass with
+    """"loop" (harness.engine.decode.loop) or "generate": `model.generate` per pass with
     `generate_kwargs`, e.g. {"cache_implementation": "static"} (CUDA graphs on a GPU)."""
     generate_kwargs: dict = {}
     draft_members = False
@@ -82,11 +70,24 @@ class Engine:
     draft token costs what decoding it does, and bench/throughput.py's engine_draft measured no
     gain on this project's 2-CPU machine (README, Benchmarks). On a GPU, where a decoding step
     is bound by memory rather than compute, it may pay: measure with the bench before turning
-    it on (`Engine.draft_members = True`)."""
+    it on (`NativeEngine.draft_members = True`)."""
 
     def __init__(self, model, tokenizer, batch_size: int = 64):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.eos_ids = _eos_ids(model, tokenizer)
+        self._weights: Perturber | None = None
+
+    @property
+    def weights(self) -> Perturber:
+        """Created on first use: the base copy costs one model's memory, which a generation-only
+        engine (the bench, `thicket plan`'s calibration) never pays."""
+        if self._weights is None:
+            self._weights = Perturber(self.model)
+        return self._weights
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for _, p in self.model.named_parameters())  # tied weights once
 
     def prepare(self, prompts: list[str]) -> list[Batch]:
         """Tokenize once; batches of similar length, longest first (fail fast on memory)."""

@@ -12,26 +12,21 @@ the adapter it leaves behind (docs/paper.md section 7, iterative RandOpt's disti
 - `train_lora`: TRL's SFTTrainer with a peft LoRA config on a given model, resumed from the
   last COMPLETE checkpoint, saving the adapter (peft's small files, plus sft.json with the
   tokens processed) into place with one atomic rename; the folder's presence means "done".
-- `lora_deltas`: (parameter name, B @ A * scaling) per adapted weight of an adapter folder,
-  the same arithmetic as peft's merge, so `Perturber.add_adapter` can merge it in place.
+The adapter's merged delta is the engine's (`harness.engine.adapters.lora_deltas`): every engine
+merges it into its own weights.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-from harness import distributed as dist
-from harness.checkpoints import complete_checkpoint
+from harness.runs import distributed as dist
+from harness.runs.checkpoints import complete_checkpoint
+from harness.services.trainer_logs import quiet
 from harness.vote import majority
-
-ADAPTER_PREFIX = "base_model.model."
-"""peft's key prefix in adapter_model.safetensors, in front of the base model's module names."""
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -111,8 +106,6 @@ def train_lora(model, tokenizer, examples: dict, args: dict, lora, adapter_dir: 
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from methods._trl import quiet
-
     config = SFTConfig(**args, completion_only_loss=True, max_length=None, packing=False,
                        include_num_input_tokens_seen="non_padding", save_strategy="steps", save_total_limit=1)
     set_seed(config.seed)  # the LoRA init draws from the global generator before the Trainer seeds it
@@ -137,28 +130,3 @@ def finished_adapter(adapter_dir: Path) -> dict | None:
     """sft.json of an adapter `train_lora` finished, or None."""
     path = adapter_dir / "sft.json"
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def lora_deltas(path: str) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
-    """(base parameter name, delta) for each weight a peft LoRA adapter folder adapts.
-
-    delta = (B @ A) * scaling, transposed for fan_in_fan_out layers: peft's own get_delta_weight,
-    so adding it to the weight gives merge_and_unload's weights bit for bit. Adapter kinds
-    peft merges differently (DoRA, per-module ranks, trained biases, saved modules) are refused.
-    """
-    from peft import LoraConfig
-    from safetensors.torch import load_file
-
-    cfg = LoraConfig.from_pretrained(path)
-    unsupported = [name for name, on in (("use_dora", cfg.use_dora), ("rank_pattern", cfg.rank_pattern),
-                                         ("alpha_pattern", cfg.alpha_pattern), ("lora_bias", cfg.lora_bias),
-                                         ("modules_to_save", cfg.modules_to_save)) if on]
-    if unsupported:
-        raise ValueError(f"adapter {path}: {', '.join(unsupported)} not supported (plain LoRA only)")
-    scaling = cfg.lora_alpha / (math.sqrt(cfg.r) if cfg.use_rslora else cfg.r)
-    weights = load_file(str(Path(path) / "adapter_model.safetensors"))
-    for key in sorted(k for k in weights if k.endswith(".lora_A.weight")):
-        module = key[:-len(".lora_A.weight")]
-        delta = weights[f"{module}.lora_B.weight"] @ weights[key]
-        delta = (delta.T if cfg.fan_in_fan_out else delta) * scaling
-        yield module.removeprefix(ADAPTER_PREFIX) + ".weight", delta
