@@ -14,6 +14,7 @@ METHODS ?= base,self_consistency,randopt,es,grpo,ppo
 DATA_DIR ?=
 NPROC ?= 1
 SEED ?=
+ENGINE ?=
 ARGS ?=
 
 ifeq ($(NPROC),1)
@@ -50,7 +51,7 @@ test-fast: install
 
 compare: install
 	$(THICKET) compare --task $(TASK) --budget $(or $(BUDGET),small) --methods $(METHODS) \
-		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(SEED),--seed $(SEED)) $(ARGS)
+		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(SEED),--seed $(SEED)) $(if $(ENGINE),--engine $(ENGINE)) $(ARGS)
 
 density: install
 	$(BIN)/thicket density --task $(TASK) $(if $(BUDGET),--budget $(BUDGET)) \

@@ -110,6 +110,8 @@ def add_run_arguments(c) -> None:
                    help="repeat every method with this many seeds (seed, seed+1, ...); default: $SEEDS or 1")
     c.add_argument("--budget-flops", type=flop_budget, default=None,
                    help="training FLOP budget of every method; default: what RandOpt's preset population costs")
+    c.add_argument("--engine", default="auto", help="generation engine: native, vllm, or auto (vLLM when a GPU "
+                   "and vLLM are present, else native); a run folder keeps the engine it started with")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="method setting, e.g. randopt.population=100 or noise=released (repeatable)")
 
@@ -191,7 +193,7 @@ def run(args) -> int:
     from harness.compare import compare
 
     options = RunOptions(results=args.results, run=args.run, fresh=args.fresh, budget_flops=args.budget_flops,
-                         seeds=seeds, keep_weights=args.keep_weights or args.crosscheck)
+                         seeds=seeds, keep_weights=args.keep_weights or args.crosscheck, engine=args.engine)
     run_dir = compare(protocol, methods, settings(args.set), options)
     if dist.is_main():
         report.publish(run_dir)

