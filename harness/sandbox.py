@@ -26,6 +26,10 @@ Each child, on Linux as root (mode "isolated", the default here):
   also caps output), open files, and one process (no child processes, no threads);
 - `python -I -S -B` with an environment of PATH and LANG only: no site-packages, no tokens.
 
+Not root (mode "userns"): the same namespaces and root inside a user namespace (`unshare --user
+--map-root-user`); instead of its own uid the program keeps the user's, as root of that namespace
+with every capability dropped (so it cannot undo a mount) and no_new_privs.
+
 Not guaranteed: the program spends its limits of CPU and memory; kernel bugs are out of scope.
 Where the new root or namespaces are unavailable, mode "uid" (root, no `unshare`) keeps the
 checker, the uid and the limits but the program sees the machine's world-readable files (the
@@ -61,6 +65,8 @@ UID_BASE = 1_000_000_000  # + pid * 256 + slot: a uid per live harness process a
 START_SLACK_S = 2.0       # interpreter start-up on a loaded machine, on top of the steps' time
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 NAMESPACES = ("--net", "--pid", "--fork", "--kill-child", "--mount", "--ipc", "--uts")
+USERNS = ("--user", "--map-root-user")  # not root: a user namespace makes the mounts possible
+NAMESPACED = ("isolated", "userns")
 PROBE_CODE = "import re, math, heapq, collections, itertools\nx = 1"
 OUTPUT_TAIL = 2048
 
@@ -130,7 +136,7 @@ def run_all(programs: list[Program], limits: Limits = Limits(), workers: int | N
 
 
 def mode() -> str:
-    """isolated, uid or plain: the strongest mode in which a trivial program passes, probed once."""
+    """isolated, userns, uid or plain: the strongest mode in which a trivial program passes, probed once."""
     with _LOCK:
         if "mode" not in _STATE:
             _STATE["mode"] = _probe()
@@ -139,7 +145,8 @@ def mode() -> str:
 
 def _probe() -> str:
     root = os.geteuid() == 0
-    tried = (["isolated"] if root and shutil.which("unshare") else []) + (["uid"] if root else ["plain"])
+    spaces = ["isolated" if root else "userns"] if shutil.which("unshare") else []
+    tried = spaces + (["uid"] if root else ["plain"])
     failures = []
     for how in tried:
         try:
@@ -148,7 +155,7 @@ def _probe() -> str:
             failures.append(f"{how}: {exc}")
             continue
         if out.passed:
-            if how != "isolated":
+            if how not in NAMESPACED:
                 print(f"sandbox: no namespace isolation and no minimal root here "
                       f"({'; '.join(failures) or 'not root or no unshare'}); programs "
                       + ("run as an unprivileged uid with CPU, memory, file and process limits, but can read "
@@ -175,16 +182,16 @@ def _root_spec() -> dict:
 def run_one(program: Program, limits: Limits, how: str, slot: int) -> Outcome:
     """One program in one child, in mode `how`; never raises for what the program does."""
     checks: list[Check] = [compile_check(c) for c in program.checks]  # ValueError: a check we cannot judge
-    isolated = how == "isolated"
-    uid = None if how == "plain" else UID_BASE + (os.getpid() % 4_000_000) * 256 + slot
+    isolated = how in NAMESPACED
+    uid = None if how in ("plain", "userns") else UID_BASE + (os.getpid() % 4_000_000) * 256 + slot
     deadline = limits.seconds * (1 + len(checks)) + START_SLACK_S
     workdir = "/tmp/work" if isolated else tempfile.mkdtemp(prefix="thicket-sandbox-")
     cmd = [sys.executable, "-I", "-S", "-B", CHILD]
     if isolated:
-        cmd = [shutil.which("unshare") or "unshare", *NAMESPACES, *cmd]
+        cmd = [shutil.which("unshare") or "unshare", *(USERNS if how == "userns" else ()), *NAMESPACES, *cmd]
     start, killed, returncode = time.monotonic(), False, None
     try:
-        config = {"root": _root_spec() if isolated else None, "uid": uid, "workdir": workdir,
+        config = {"root": _root_spec() if isolated else None, "uid": uid, "userns": how == "userns", "workdir": workdir,
                   "limits": limits.__dict__, "cpu": deadline}
         if uid is not None and not isolated:
             os.chown(workdir, uid, uid)
@@ -205,7 +212,7 @@ def run_one(program: Program, limits: Limits, how: str, slot: int) -> Outcome:
             data = results.read()
         status, reason = verdict(checks, data, returncode, killed) if checks else ("failed", "no assert to check")
     except OSError as exc:  # the sandbox could not start (fds, memory): this program fails, the run goes on
-        if how == "isolated" and "root" not in _STATE:
+        if isolated and "root" not in _STATE:
             raise  # the probe: no new root on this machine
         status, reason, tail = "error", f"the sandbox failed: {type(exc).__name__}: {exc}", b""
     finally:

@@ -190,6 +190,7 @@ def _new_root(config):
 
     libc = ctypes.CDLL(None, use_errno=True)
     rdonly, nosuid, nodev, remount, bind, rec, detach = 1, 2, 4, 32, 4096, 16384, 2
+    keep = 8 | 1024 | 2048 | 4096  # noexec, noatime, nodiratime, relatime (ST_* and MS_* agree)
 
     def check(ok, what):
         if not ok:
@@ -207,7 +208,8 @@ def _new_root(config):
     for path in spec["binds"]:
         os.makedirs(root + path, exist_ok=True)
         mount(path, root + path, None, bind | rec)
-        mount("none", root + path, None, remount | bind | rdonly | nosuid | nodev)
+        kept = os.statvfs(path).f_flag & keep  # in a user namespace these are locked: a remount must repeat them
+        mount("none", root + path, None, remount | bind | rdonly | nosuid | nodev | kept)
     for path in spec["hide"]:
         mount("tmpfs", root + path, "tmpfs", rdonly | nosuid | nodev, "size=4k,mode=755")
     os.makedirs(root + "/dev")
@@ -217,12 +219,17 @@ def _new_root(config):
     os.mkdir(root + "/tmp")
     mount("tmpfs", root + "/tmp", "tmpfs", nosuid | nodev, f"size={config['limits']['disk_mb']}m,mode=1777")
     os.mkdir(root + config["workdir"], 0o700)
-    os.chown(root + config["workdir"], config["uid"], config["uid"])
+    if config["uid"] is not None:
+        os.chown(root + config["workdir"], config["uid"], config["uid"])
     mount("none", root, None, remount | rdonly | nosuid | nodev)
     os.chdir(root)
     check(libc.syscall(spec["pivot_root"], b".", b".") == 0, "pivot_root")  # the old root now sits on top
     check(libc.umount2(b".", detach) == 0, "detach the old root")
     os.chdir("/")
+    if config["userns"]:  # root of its user namespace: give up every capability, for good
+        check(libc.prctl(38, 1, 0, 0, 0) == 0, "no_new_privs")  # PR_SET_NO_NEW_PRIVS
+        header, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()  # version 3, this process
+        check(libc.capset(header, data) == 0, "drop capabilities")
 
 
 def main():

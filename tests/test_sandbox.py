@@ -24,6 +24,22 @@ ISOLATED = "isolated"
 HERE = Path(__file__).resolve().parent
 
 
+@pytest.fixture(params=["default", "userns"])
+def how(request) -> str:
+    """The mode this machine probes, and "userns" (the mode for non-root users) where it works
+    too; as root, userns programs keep root's exemption from the process limit, so only tests
+    without fork bombs use this fixture."""
+    if request.param == "default":
+        return sandbox.mode()
+    if sandbox.mode() == "userns" or not run_one(Program("x = 1", ("assert x == 1",)), LIMITS, "userns", 0).passed:
+        pytest.skip("userns is the default here, or does not work")
+    return "userns"
+
+
+def run_in(how: str, programs: list[Program], limits: Limits = LIMITS) -> list:
+    return run_all(programs, limits) if how == sandbox.mode() else [run_one(p, limits, how, 0) for p in programs]
+
+
 def ours(uid: int) -> bool:
     """A sandbox uid of this test process (other runs on the machine have their own)."""
     first = sandbox.UID_BASE + (os.getpid() % 4_000_000) * 256
@@ -204,7 +220,8 @@ def test_plain_mode_runs_with_limits():
 
 def test_fallback_is_said_once(monkeypatch, capsys):
     monkeypatch.setattr(sandbox, "_STATE", {})
-    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)  # as a normal user: mode plain
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)  # as a normal user without unshare: mode plain
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     assert sandbox.mode() == "plain" and sandbox.mode() == "plain"
     err = capsys.readouterr().err
     assert err.count("sandbox: no namespace isolation and no minimal root here") == 1 and "network" in err
@@ -295,10 +312,9 @@ def fakes(data_dir: str) -> dict[str, tuple[Program, str, str | None]]:
     }
 
 
-def test_programs_written_to_fake_a_pass_score_zero_with_their_reason(data_dir):
-    cases = {name: case for name, case in fakes(data_dir).items()
-             if case[2] is None or sandbox.mode() == case[2]}
-    outcomes = run_all([program for program, _, _ in cases.values()], LIMITS)
+def test_programs_written_to_fake_a_pass_score_zero_with_their_reason(data_dir, how):
+    cases = {name: case for name, case in fakes(data_dir).items() if case[2] is None or how in sandbox.NAMESPACED}
+    outcomes = run_in(how, [program for program, _, _ in cases.values()])
     wrong = {name: out.reason for (name, (_, why, _)), out in zip(cases.items(), outcomes)
              if out.passed or why not in out.reason}
     assert wrong == {}
@@ -382,11 +398,12 @@ def writable(paths):
 """
 
 
-def test_the_program_sees_only_its_minimal_root(data_dir, tmp_path):
-    """Isolated: walking the whole visible tree finds the runtime, the libraries, four devices and
-    /tmp; the repository, data, home, /proc, /etc and the harness's temporary files do not exist."""
-    if sandbox.mode() != ISOLATED:
-        pytest.skip(f"sandbox mode is {sandbox.mode()}, not isolated")
+def test_the_program_sees_only_its_minimal_root(data_dir, tmp_path, how):
+    """Isolated and userns: walking the whole visible tree finds the runtime, the libraries, four
+    devices and /tmp; the repository, data, home, /proc, /etc and the harness's temporary files
+    do not exist."""
+    if how not in sandbox.NAMESPACED:
+        pytest.skip(f"sandbox mode is {how}: no minimal root")
     spec = sandbox_root.spec()
     allowed = [*spec["binds"], *(link for link, _ in spec["links"]), *spec["devices"], "/tmp/work"]
     places = ["/x", spec["binds"][0] + "/x", "/dev/x", "/tmp/x", "/tmp/work/x"]
@@ -399,5 +416,25 @@ def test_the_program_sees_only_its_minimal_root(data_dir, tmp_path):
         checks = (f"assert strays({allowed!r}) == []", f"assert readable({secrets!r}) == []",
                   f"assert writable({places!r}) == ['/tmp/x', '/tmp/work/x']",
                   f"assert [os.listdir(p) for p in {spec['hide']!r}] == {hidden!r}")
-        out = run_all([Program(FS_PROBE, checks)], Limits(seconds=20))[0]
+        out = run_in(how, [Program(FS_PROBE, checks)], Limits(seconds=20))[0]
     assert out.passed, out
+
+
+def test_userns_mode_gives_up_every_capability():
+    """Not root: the program is root of its user namespace, but can neither mount nor remount."""
+    if not run_one(Program("x = 1", ("assert x == 1",)), LIMITS, "userns", 0).passed:
+        pytest.skip("user namespaces do not work here")
+    code = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "def mount(*args):\n    return libc.mount(*args), ctypes.get_errno()\n")
+    checks = ("assert os.getuid() == 0", "assert mount(b'tmpfs', b'/tmp', b'tmpfs', 0, None) == (-1, 1)",
+              "assert mount(b'none', b'/', None, 32, None) == (-1, 1)")  # MS_REMOUNT read-write
+    out = run_one(Program(code, checks), LIMITS, "userns", 0)
+    assert out.passed, out
+
+
+def test_not_root_the_probe_tries_a_user_namespace_first(monkeypatch, capsys):
+    if not run_one(Program("x = 1", ("assert x == 1",)), LIMITS, "userns", 0).passed:
+        pytest.skip("user namespaces do not work here")
+    monkeypatch.setattr(sandbox, "_STATE", {})
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    assert sandbox.mode() == "userns" and capsys.readouterr().err == ""  # nothing to warn about
