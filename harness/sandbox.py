@@ -57,7 +57,7 @@ from pathlib import Path
 from harness import sandbox_root
 from harness.errors import UserError
 from harness.sandbox_check import Check, compile_check
-from harness.sandbox_records import verdict
+from harness.sandbox_records import RESULT_BYTES, verdict
 
 WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 CHILD = str(Path(__file__).with_name("sandbox_child.py"))
@@ -209,7 +209,7 @@ def run_one(program: Program, limits: Limits, how: str, slot: int) -> Outcome:
             out.seek(max(0, out.seek(0, os.SEEK_END) - OUTPUT_TAIL))
             tail = out.read()
             results.seek(0)
-            data = results.read()
+            data = results.read(RESULT_BYTES)
         status, reason = verdict(checks, data, returncode, killed) if checks else ("failed", "no assert to check")
     except OSError as exc:  # the sandbox could not start (fds, memory): this program fails, the run goes on
         if isolated and "root" not in _STATE:

@@ -21,6 +21,7 @@ from harness.sandbox_check import Check, judge
 
 RESULT_BYTES = 4 << 20  # read no more of the result file than this
 RESULT_UNWRITABLE = 3   # the child's exit status when it cannot write a record (sandbox_child.py)
+MAX_COLLISIONS = 8      # elements of one set or dict that may share a hash
 
 
 class _Bad(Exception):
@@ -45,11 +46,27 @@ def _value(node):
         return _LEAF[tag](rest[0])
     if tag == "c" and len(rest) == 2 and type(rest[0]) is str and type(rest[1]) is str:
         return complex(float.fromhex(rest[0]), float.fromhex(rest[1]))
-    if tag in _SEQ:
+    if tag in ("l", "t"):
         return _SEQ[tag](_value(x) for x in rest)
+    if tag in ("S", "F"):
+        items = [_value(x) for x in rest]
+        return _SEQ[tag](_spread(items, items))
     if tag == "d" and len(rest) % 2 == 0:
-        return {_value(k): _value(v) for k, v in zip(rest[::2], rest[1::2])}
+        keys, values = [_value(k) for k in rest[::2]], [_value(v) for v in rest[1::2]]
+        return dict(zip(_spread(keys, keys), values))
     raise _Bad
+
+
+def _spread(keys: list, items: list) -> list:
+    """`items`, unless many `keys` share a hash: a forged set of ints that all collide would take
+    the harness quadratic time to build, and honest data never collides more than a few times."""
+    counts: dict[int, int] = {}
+    for key in keys:
+        h = hash(key)  # TypeError for a list or dict inside a set: malformed
+        counts[h] = counts.get(h, 0) + 1
+        if counts[h] > MAX_COLLISIONS:
+            raise _Bad
+    return items
 
 
 def _text(h) -> str:
@@ -118,7 +135,7 @@ MALFORMED = "its result records are not the child's (the program wrote to the re
 
 
 def _records(data: bytes) -> list[list]:
-    lines = data[:RESULT_BYTES].split(b"\n")
+    lines = data[:RESULT_BYTES].split(b"\n")  # a longer file is cut: its last record goes missing
     records = []
     for line in lines[:-1]:  # the last piece is "" or a record cut short by a kill: not a record
         try:

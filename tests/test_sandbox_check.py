@@ -137,6 +137,8 @@ GOOD = b'["ok"]\n["c",[["v",["i","3"]]]]\n["done"]\n'
     (b'["ok"]\n[1' + b"0" * 10_000 + b"]\n", 0, False, "failed", MALFORMED),  # past int_max_str_digits
     (b"not json\n" + GOOD, 0, False, "failed", MALFORMED),
     (b'\xff\n', 0, False, "failed", MALFORMED),
+    (b'["ok"]\n["c",[["v",["S"' + b"".join(b',["i","%x"]' % (i * (2 ** 61 - 1)) for i in range(1, 30_000))
+     + b']]]]\n', 0, False, "failed", MALFORMED),                          # colliding hashes: refused, fast
 ])
 def test_the_verdict_takes_only_well_formed_evidence(data, returncode, killed, status, reason):
     got = verdict(CHECKS, data, returncode, killed)
