@@ -44,13 +44,14 @@ wrapped in a ``` fence inside <answer> is run fences and all (a syntax error). E
 reference solution of the 974 scores 1.
 
 The 2922 asserts of the 974 tasks (3 each) by shape, as the checker splits them:
-- 2913 `assert CALL == LITERAL` (the harness: `ast.literal_eval`), in 968 tasks that have no other
-  shape; in 3 of them (task 912) CALL is `int(f(x))`, evaluated whole in the child;
-- 6 `assert CALL == LITERAL, MESSAGE` (tasks 313, 362, 436: results written `== 1,2`, so the tuple's
-  tail became the message): `CALL == LITERAL`; the message is never evaluated (Python evaluates it only on failure);
+- 2913 `assert CALL == LITERAL` (the harness: `ast.literal_eval`): every assert of 968 tasks (in
+  task 912 CALL is `int(f(x))`, evaluated whole in the child), the 6 of the 2 tasks with
+  test_setup_code (367, 927; the setup runs in the child, before the code), 3 in tasks 313, 362;
+- 6 `assert CALL == LITERAL, MESSAGE` (tasks 313, 362, 436: results written `== 1,2`, so the
+  tuple's tail became the message): checked as `CALL == LITERAL`, the message never evaluated
+  (Python evaluates it only when the assert fails);
 - 3 `assert CALL == sys.getsizeof(LITERAL)` (task 596): the harness computes getsizeof itself
-  (the children run the same interpreter);
-- 6 of the first shape in the 2 tasks with test_setup_code (367, 927): setup runs in the child.
+  (the children run the same interpreter).
 No assert in this release uses math.isclose, set(CALL), a bare call or `not`; the checker splits
 those too (the comparison, `not`, `and`/`or` and isclose with its tolerances run in the harness).
 Floats compare as the assert says: `==` exactly (the value crosses as float.hex).
