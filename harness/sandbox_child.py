@@ -159,7 +159,7 @@ def _steps(payload, fd, seconds, budget_bytes):
                     if fired[0]:
                         raise
                     results.append(_raised(exc))
-            sys.stdout.flush()  # output past the limit ends the run at this step (SIGXFSZ), not later
+            sys.stdout.flush()  # output past the limit fails this step (EFBIG: Python ignores SIGXFSZ)
             sys.stderr.flush()
             _signal.setitimer(_signal.ITIMER_REAL, 0)
         except BaseException as exc:
@@ -208,7 +208,7 @@ def _new_root(config):
     for path in spec["binds"]:
         os.makedirs(root + path, exist_ok=True)
         mount(path, root + path, None, bind | rec)
-        kept = os.statvfs(path).f_flag & keep  # in a user namespace these are locked: a remount must repeat them
+        kept = os.statvfs(path).f_flag & keep  # locked in a user namespace: the remount must repeat them
         mount("none", root + path, None, remount | bind | rdonly | nosuid | nodev | kept)
     for path in spec["hide"]:
         mount("tmpfs", root + path, "tmpfs", rdonly | nosuid | nodev, "size=4k,mode=755")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness import sandbox, sandbox_root
+from harness.errors import UserError
 from harness.sandbox import Limits, Program, run_all, run_one
 from harness.sandbox_check import compile_check
 
@@ -438,3 +439,23 @@ def test_not_root_the_probe_tries_a_user_namespace_first(monkeypatch, capsys):
     monkeypatch.setattr(sandbox, "_STATE", {})
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
     assert sandbox.mode() == "userns" and capsys.readouterr().err == ""  # nothing to warn about
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the uid mode needs root")
+def test_no_minimal_root_is_said_once_and_the_checker_stays(monkeypatch, capsys):
+    """Without a minimal root, as root: mode uid, said once on stderr; or, where the Python
+    installation is unreadable to an unprivileged uid (here: under /root), a refusal naming both."""
+    def refuse():
+        raise OSError("no pivot_root syscall number known for this machine")
+    monkeypatch.setattr(sandbox, "_STATE", {})
+    monkeypatch.setattr(sandbox.sandbox_root, "spec", refuse)
+    try:
+        assert sandbox.mode() == "uid" and sandbox.mode() == "uid"
+    except UserError as exc:
+        assert "isolated: no pivot_root syscall number" in str(exc) and "uid: failed" in str(exc)
+        return
+    err = capsys.readouterr().err
+    assert err.count("no minimal root here (isolated: no pivot_root syscall number") == 1
+    assert "the repository and data included" in err
+    program = Program("class A:\n    def __eq__(s, o):\n        return True\ndef f():\n    return A()", ("assert f() == 1",))
+    assert run_all([program], LIMITS)[0].reason == "assert 1: a value that is not plain data (A)"
