@@ -237,10 +237,24 @@ def row_dict(row: Row, ledger: Ledger, seed: int, train_wall: float, wall: float
 
 
 def write_predictions(folder: Path, rows: list[dict], evaluator: Evaluator) -> None:
+    reasons = [failure_reasons(evaluator.task, r, evaluator.items) for r in rows]
     with open(folder / "predictions.jsonl", "w", encoding="utf-8") as f:
         for i, item in enumerate(evaluator.items):
-            votes = {r["label"]: {"vote": r["predictions"][i], "correct": r["correct"][i]} for r in rows}
+            votes = {}
+            for r, why in zip(rows, reasons):
+                votes[r["label"]] = {"vote": r["predictions"][i], "correct": r["correct"][i]}
+                if why is not None and not r["correct"][i]:
+                    votes[r["label"]]["why"] = why[i]
             f.write(json.dumps({"id": item.id, "gold": str(item.gold), "rows": votes}) + "\n")
+
+
+def failure_reasons(task, row: dict, items: list) -> list[str] | None:
+    """Why each vote failed, for a task that can tell (`outcomes(keys, items)`: MBPP's checker
+    records a reason per program; cached, so nothing runs twice). None for other tasks."""
+    outcomes = getattr(task, "outcomes", None)
+    if outcomes is None:
+        return None
+    return [why for _, why in outcomes(row["predictions"], items)]
 
 
 def finish(run_dir: Path, rows: list[dict]) -> None:

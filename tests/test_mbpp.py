@@ -1,5 +1,6 @@
 """MBPP: the authors' order and prompt, code extraction, vote keys, and scoring through the
-sandbox (the real reference solutions of the first 50 tasks pass; wrong ones fail)."""
+sandbox (the real reference solutions of the 200 train tasks pass, of all 974 in a slow test
+but tasks 367 and 927; wrong ones fail, and so do programs that fake a pass, with their reason)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import pytest
 
 import tasks.mbpp as mbpp
 from harness.errors import UserError
-from harness.services.sandbox import Limits
+from harness.services.sandbox import Limits, run_all
 from harness.task import Item
 from tasks.mbpp import TASK as MBPP, Mbpp, extract_code, normalize_code
 
@@ -65,6 +66,9 @@ def test_vote_keys_ignore_trailing_whitespace():
     (RIGHT + "\nimport builtins\nbuiltins.AssertionError = None", 1.0),            # still its own asserts
     (RIGHT + "\nif __name__ == '__main__':\n    raise SystemExit(1)", 1.0),        # not run: exec(code, {})
     (RIGHT + "\nprint('x' * 10000)", 1.0),                                         # output under the cap
+    ("class A:\n    def __eq__(s, o):\n        return True\ndef add(a, b):\n    return A()", 0.0),  # always equal
+    ("class I(int):\n    def __eq__(s, o):\n        return True\ndef add(a, b):\n    return I(0)", 0.0),
+    ("import sys\ndef add(a, b):\n    return eval(sys._getframe(1).f_locals.get('step', '0').split('==')[1])", 0.0),
     ("def add(a, b):\n    while True:\n        pass", 0.0),                        # hangs in the asserts
     ("while True:\n    pass\n" + RIGHT, 0.0),                                      # hangs before them
 ])
@@ -108,13 +112,40 @@ def test_authors_order_and_prompt(data_dir):
     assert user.count("\nassert ") == 3 and MBPP.max_new_tokens == 2048
 
 
-def test_first_50_reference_solutions_pass_and_wrong_ones_fail(data_dir):
-    items = MBPP.load("train", data_dir)[:50]
+def test_the_200_train_reference_solutions_pass_and_wrong_ones_fail(data_dir):
+    items = MBPP.load("train", data_dir)
     refs = [normalize_code(it.meta["code"]) for it in items]
-    assert MBPP.are_correct(refs, items) == [True] * 50
-    wrong = refs[1:] + refs[:1]  # each task gets its neighbour's solution
-    assert MBPP.are_correct(wrong, items) == [False] * 50
+    failing = [(it.meta["task_id"], why) for it, (ok, why) in zip(items, Mbpp().outcomes(refs, items)) if not ok]
+    assert failing == []
+    wrong = refs[1:51] + refs[:1]  # each of the first 50 tasks gets its neighbour's solution
+    assert MBPP.are_correct(wrong, items[:50]) == [False] * 50
     assert MBPP.rewards([f"<answer>\n{r}\n</answer>" for r in refs[:5]], items[:5]) == [1.0] * 5
+
+
+@pytest.mark.slow
+def test_all_974_reference_solutions_pass_but_the_two_whose_setup_needs_them(data_dir):
+    """The whole release, the 10 prompt tasks included; 367 and 927 fail by design (docstring)."""
+    rows = [json.loads(line) for line in open(f"{data_dir}/mbpp/mbpp.jsonl", encoding="utf-8")]
+    programs = [mbpp.program(normalize_code(r["code"]), {"test_setup_code": r["test_setup_code"] or "",
+                                                          "test_list": r["test_list"]}) for r in rows]
+    failing = {r["task_id"]: out.reason for r, out in zip(rows, run_all(programs, mbpp.LIMITS)) if not out.passed}
+    assert failing == {367: "the code: raised NameError: name 'Node' is not defined",
+                       927: "the code: raised NameError: name 'Node' is not defined"}
+
+
+@pytest.mark.parametrize("code, why", [
+    (RIGHT, ""),
+    ("def add(a, b):\n    return a - b", "assert 1: wrong value: got -1, expected 3"),
+    ("def add(a, b) return a + b", "the code: syntax error: "),
+    ("class A:\n    def __eq__(s, o):\n        return True\ndef add(a, b):\n    return A()",
+     "assert 1: a value that is not plain data (A)"),
+    ("def add(a, b):\n    return [a][2]", "assert 1: raised IndexError: list index out of range"),
+    ("def add(a, b):\n    while True:\n        pass", "assert 1 ran past its time limit"),
+    ("", "no code"),
+])
+def test_explain_names_why_a_program_fails(code, why):
+    assert FAST.explain(code, ITEM).startswith(why) and bool(FAST.explain(code, ITEM)) is bool(why)
+    assert FAST.is_correct(code, ITEM) is (why == "")
 
 
 def test_load_from_the_hub(monkeypatch):
@@ -128,6 +159,17 @@ def test_load_from_the_hub(monkeypatch):
     train, test = MBPP.load("train", None), MBPP.load("test", None)
     assert [it.meta["task_id"] for it in train[148:152]] == [749, 750, 511, 512]
     assert test[0].meta["task_id"] == 561 and len(test) == 250
+
+
+def test_an_assert_the_checker_cannot_split_stops_the_load(monkeypatch):
+    def fake_hub(dataset, config, split):
+        start = {"train": 601, "validation": 511, "test": 11}[split]
+        return [{"task_id": start + i, "text": "t", "code": "", "test_setup_code": "",
+                 "test_list": ["assert f() == 2 * 3" if start + i == 605 else "assert f() == 6"]} for i in range(400)]
+
+    monkeypatch.setattr(mbpp, "load_hub", fake_hub)
+    with pytest.raises(UserError, match=r"task 605: .*cannot evaluate '2 \* 3' outside the program"):
+        MBPP.load("train", None)
 
 
 def test_errors(tmp_path, data_dir):
@@ -148,3 +190,20 @@ def test_a_machine_that_cannot_run_code_fails_at_load(monkeypatch, data_dir):
     monkeypatch.setattr(mbpp, "mode", refuse)
     with pytest.raises(UserError, match="cannot run model-written code"):
         MBPP.load("train", data_dir)
+
+
+def test_predictions_say_why_each_wrong_vote_failed(tmp_path):
+    """predictions.jsonl carries the checker's reason beside every wrong MBPP vote (and none beside
+    a right one, nor for a task that cannot tell)."""
+    from types import SimpleNamespace
+
+    from harness.compare import write_predictions
+
+    rows = [{"label": "base", "predictions": [RIGHT, "def add(a, b):\n    return a - b"], "correct": [True, False]}]
+    items = [ITEM, Item(id="u", messages=(), gold=GOLD)]
+    write_predictions(tmp_path, rows, SimpleNamespace(task=FAST, items=items))
+    votes = [json.loads(line)["rows"]["base"] for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert "why" not in votes[0] and votes[1]["why"] == "assert 1: wrong value: got -1, expected 3"
+    write_predictions(tmp_path, rows, SimpleNamespace(task=object(), items=items))
+    assert all("why" not in json.loads(line)["rows"]["base"]
+               for line in (tmp_path / "predictions.jsonl").read_text().splitlines())

@@ -1,148 +1,74 @@
 """Run model-written programs: each in its own child process, never exec()'d in the harness.
 
 `run_all(programs)` runs a batch in parallel (up to os.cpu_count() at once) and returns one
-`Outcome` per program; a program passes when its code and then every check (an assert) ran
-without an exception, each step within `Limits.seconds` (the authors' 5 s per assert, docs/paper.md
-section 5). A crash, hang, fork or memory bomb, flood of output or forbidden access only makes
-that program fail: nothing a program does raises in the harness.
+`Outcome` per program. A program is its code and its checks (assert statements). The child
+(harness/services/sandbox_child.py) runs the code, then evaluates only the parts of each assert that
+involve the program and reports their values as plain data; harness/services/sandbox_check.py evaluates
+the rest of the assert, expected values included, here, on what harness/services/sandbox_records.py
+decodes. A program passes when every assert has
+its record and holds on those values; each step (the code, each assert) within `Limits.seconds`
+(the authors' 5 s per assert, docs/paper.md section 5). Exit codes, exceptions, signals, output
+and files never count as a pass; a failure carries its reason. A crash, hang, fork or memory
+bomb, flood of output or forbidden access only makes that program fail: nothing a program does
+raises in the harness.
 
 Each child, on Linux as root (mode "isolated", the default here):
 - new network, PID, mount, IPC and UTS namespaces (`unshare`): no network at all (not even
   loopback), no other process visible, and when the program's first process ends the kernel
   kills and reaps everything it started; on a timeout the harness kills that process;
-- private size-capped tmpfs over /tmp, /var/tmp, /dev/shm and /run/lock, and an empty tmpfs
-  over the home directories (/root and $HOME; the interpreter's own tree is bound back
-  read-only): the working directory is an empty /tmp/work, and everything written anywhere
-  vanishes with the namespace;
-- an unprivileged uid of its own (no passwd entry), so it cannot write any file of the machine,
-  read root's files or /proc/<pid>/environ of the harness, or signal other processes;
+- a new root (pivot_root, the old root detached; harness/services/sandbox_root.py): the Python runtime
+  and the system libraries it loads, read-only, four devices, and a private size-capped /tmp
+  whose /tmp/work, empty, is the working folder; no repository, data, results, homes, /proc,
+  /etc or harness files exist there, and everything written vanishes with the namespace;
+- an unprivileged uid of its own (no passwd entry), so it can write nothing but /tmp, read
+  nothing of root's, signal no other process;
 - resource limits: CPU time, address space, file size (stdout and stderr go to a file, so this
   also caps output), open files, and one process (no child processes, no threads);
 - `python -I -S -B` with an environment of PATH and LANG only: no site-packages, no tokens.
 
-Not guaranteed: the program still reads every world-readable file (the repository, /etc) and
-spends its limits of CPU and memory; it runs in the same interpreter as the small checker loop
-below, so a program written to defeat the checker (by inspecting the caller's frame for the
-pass token) could fake a pass; kernel bugs are out of scope. Where namespaces are unavailable,
-mode "uid" (root, no `unshare`) keeps the uid and the limits but has network access and may leave
-files in world-writable directories (the harness deletes the ones it finds at their top level
-and kills the uid's processes), and mode "plain" (not root) keeps only the limits, the temporary
-directory and the empty environment; the harness says which, once, on stderr.
+Not root (mode "userns"): the same namespaces and root inside a user namespace (`unshare --user
+--map-root-user`); instead of its own uid the program keeps the user's, as root of that namespace
+with every capability dropped (so it cannot undo a mount) and no_new_privs.
+
+Not guaranteed: the program spends its limits of CPU and memory; kernel bugs are out of scope.
+Where the new root or namespaces are unavailable, mode "uid" (root, no `unshare`) keeps the
+checker, the uid and the limits but the program sees the machine's world-readable files (the
+repository and data included) and the network, and may leave files in world-writable
+directories (the harness deletes the ones it finds at their top level and kills the uid's
+processes); mode "plain" (not root) keeps the checker and the limits only. The harness says
+which, once, on stderr.
 """
 from __future__ import annotations
 
-# The child runs this very file as a script (`python -I -S -B harness/services/sandbox.py`). What it needs
-# comes first and imports only built-in modules (no dataclasses, json or enum: each costs a child
-# 5-50 ms); the harness side, below the `__main__` block, never runs in a child.
 import marshal
 import os
-import resource
+import queue
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
-import _signal  # `signal` without its enum wrappers
+from harness.services import sandbox_root
+from harness.errors import UserError
+from harness.services.sandbox_check import Check, compile_check
+from harness.services.sandbox_records import RESULT_BYTES, verdict
 
 WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-
-
-# ---------------------------------------------------------------- the child side
-
-class StepTimeout(BaseException):
-    """A step ran past Limits.seconds (BaseException: a bare `except Exception` cannot swallow it)."""
-
-
-def _child(payload: dict) -> None:
-    config = payload["config"]
-    if config["isolated"]:
-        _private_mounts(config)
-    _set_limits(config)
-    if config["uid"] is not None:
-        os.setgroups([])
-        os.setgid(config["uid"])
-        os.setuid(config["uid"])
-    os.chdir(config["workdir"])
-    _signal.signal(_signal.SIGALRM, _raise_timeout)
-    namespace: dict = {}  # the authors' exec(code, {}): `__name__ == "__main__"` blocks do not run
-    for step in [payload["code"], *payload["checks"]]:
-        _signal.setitimer(_signal.ITIMER_REAL, config["limits"]["seconds"])
-        exec(compile(step, "<program>", "exec"), namespace)  # in this child only, never the harness
-        _signal.setitimer(_signal.ITIMER_REAL, 0)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.write(1, payload["nonce"].encode())  # the pass token: an exit code alone is forged by sys.exit(0)
-    os._exit(0)
-
-
-def _raise_timeout(signum, frame):
-    raise StepTimeout("step ran past its time limit")
-
-
-def _set_limits(config: dict) -> None:
-    lim, cpu = config["limits"], int(config["cpu"]) + 1
-    for which, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, lim["memory_mb"] << 20),
-                         (resource.RLIMIT_FSIZE, lim["output_kb"] << 10), (resource.RLIMIT_NOFILE, lim["open_files"]),
-                         (resource.RLIMIT_NPROC, lim["processes"]), (resource.RLIMIT_CORE, 0)):
-        resource.setrlimit(which, (value, value + 1 if which == resource.RLIMIT_CPU else value))
-
-
-def _private_mounts(config: dict) -> None:
-    """As root inside the new mount namespace: private tmpfs over the writable places and the
-    homes, the interpreter's tree bound back read-only, and the empty working directory."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    nosuid_nodev, rdonly, remount, bind, move, rec = 2 | 4, 1, 32, 4096, 8192, 16384
-
-    def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-        if libc.mount(source.encode(), target.encode(), fstype and fstype.encode(), flags,
-                      data and data.encode()) != 0:
-            raise OSError(ctypes.get_errno(), f"mount {target}: {os.strerror(ctypes.get_errno())}")
-
-    size = f"size={config['limits']['disk_mb']}m,mode=1777"
-    for folder in WORLD_WRITABLE:  # /tmp always: the staging place below must not be the host's
-        if folder == "/tmp" or (os.path.isdir(folder) and os.stat(folder).st_mode & 0o002):
-            mount("tmpfs", folder, "tmpfs", nosuid_nodev, size)
-    keep = config["keep"]
-    for home in config["hide"]:
-        if not os.path.isdir(home):
-            continue
-        inside = keep == home or keep.startswith(home.rstrip("/") + "/")
-        if inside:  # stage the interpreter's tree before the home disappears under the empty tmpfs
-            os.mkdir("/tmp/.keep")
-            mount(keep, "/tmp/.keep", None, bind | rec)
-        mount("tmpfs", home, "tmpfs", nosuid_nodev, "size=1m,mode=755")
-        if inside:
-            os.makedirs(keep)
-            mount("/tmp/.keep", keep, None, move)
-            mount("none", keep, None, remount | bind | rdonly)
-            os.rmdir("/tmp/.keep")
-    os.mkdir(config["workdir"], 0o700)
-    os.chown(config["workdir"], config["uid"], config["uid"])
-
-
-if __name__ == "__main__":
-    _child(marshal.loads(sys.stdin.buffer.read()))
-
-
-# ---------------------------------------------------------------- the harness side
-
-import queue  # noqa: E402  (below the child's exit on purpose, see the top)
-import secrets  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-from harness.errors import UserError  # noqa: E402
-
+CHILD = str(Path(__file__).with_name("sandbox_child.py"))
 UID_BASE = 1_000_000_000  # + pid * 256 + slot: a uid per live harness process and parallel slot
 START_SLACK_S = 2.0       # interpreter start-up on a loaded machine, on top of the steps' time
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-NAMESPACES = ("--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--ipc", "--uts")
+NAMESPACES = ("--net", "--pid", "--fork", "--kill-child", "--mount", "--ipc", "--uts")
+USERNS = ("--user", "--map-root-user")  # not root: a user namespace makes the mounts possible
+NAMESPACED = ("isolated", "userns")
 PROBE_CODE = "import re, math, heapq, collections, itertools\nx = 1"
+OUTPUT_TAIL = 2048
 
 
 @dataclass(frozen=True)
@@ -152,9 +78,9 @@ class Limits:
     memory_mb: int = 1024
     """Address space of the program (RLIMIT_AS)."""
     output_kb: int = 1024
-    """Largest file the program may write, its stdout + stderr included (RLIMIT_FSIZE)."""
+    """Largest file the program may write, its stdout + stderr and its results included (RLIMIT_FSIZE)."""
     disk_mb: int = 16
-    """Size of each private tmpfs (isolated mode)."""
+    """Size of its private /tmp (isolated mode)."""
     processes: int = 1
     """Processes and threads of the program's uid (RLIMIT_NPROC); 1: neither children nor threads."""
     open_files: int = 64
@@ -166,21 +92,26 @@ class Program:
     code: str
     """Run first, as one unit (setup + solution)."""
     checks: tuple[str, ...] = ()
-    """Then each of these, in order, in the same namespace (asserts)."""
+    """Then each of these assert statements, in order, in the same namespace; a program without
+    checks never passes (a pass is what its asserts show)."""
 
 
 @dataclass(frozen=True)
 class Outcome:
     passed: bool
     status: str
-    """passed, failed (an exception or exit), timeout or error (the sandbox itself failed)."""
+    """passed, failed, timeout, or error (the sandbox itself failed)."""
+    reason: str
+    """Why it did not pass ("" when it did): the code's exception, a wrong or non-plain value in
+    assert i, a timeout, a limit, an early exit."""
     output: str
     """The last 2 KiB of the program's stdout and stderr."""
     seconds: float
 
 
-_STATE: dict = {}  # the probed mode, once per process
+_STATE: dict = {}  # the probed mode and the new root's contents, once per process
 _LOCK = threading.Lock()
+_ROOT_LOCK = threading.Lock()
 
 
 def run_all(programs: list[Program], limits: Limits = Limits(), workers: int | None = None) -> list[Outcome]:
@@ -205,7 +136,7 @@ def run_all(programs: list[Program], limits: Limits = Limits(), workers: int | N
 
 
 def mode() -> str:
-    """isolated, uid or plain: the strongest mode in which a trivial program passes, probed once."""
+    """isolated, userns, uid or plain: the strongest mode in which a trivial program passes, probed once."""
     with _LOCK:
         if "mode" not in _STATE:
             _STATE["mode"] = _probe()
@@ -214,64 +145,82 @@ def mode() -> str:
 
 def _probe() -> str:
     root = os.geteuid() == 0
-    tried = (["isolated"] if root and shutil.which("unshare") else []) + (["uid"] if root else ["plain"])
+    spaces = ["isolated" if root else "userns"] if shutil.which("unshare") else []
+    tried = spaces + (["uid"] if root else ["plain"])
     failures = []
     for how in tried:
-        out = run_one(Program(PROBE_CODE, ("assert x == 1",)), Limits(), how, 0)
+        try:
+            out = run_one(Program(PROBE_CODE, ("assert x == 1",)), Limits(), how, 0)
+        except OSError as exc:  # the new root cannot be described here (sandbox_root.spec)
+            failures.append(f"{how}: {exc}")
+            continue
         if out.passed:
-            if how != "isolated":
-                print(f"sandbox: no namespace isolation here ({'; '.join(failures) or 'not root or no unshare'}); "
-                      + ("programs run as an unprivileged uid with CPU, memory, file and process limits, but can "
-                         "reach the network" if how == "uid" else "programs run as this user with CPU, memory, "
-                         "file and process limits only: they can read and write what this user can and reach "
-                         "the network"), file=sys.stderr, flush=True)
+            if how not in NAMESPACED:
+                print(f"sandbox: no namespace isolation and no minimal root here "
+                      f"({'; '.join(failures) or 'not root or no unshare'}); programs "
+                      + ("run as an unprivileged uid with CPU, memory, file and process limits, but can read "
+                         "every world-readable file (the repository and data included) and reach the network"
+                         if how == "uid" else "run as this user with CPU, memory, file and process limits only: "
+                         "they can read and write what this user can and reach the network")
+                      + "; the checker still keeps expected values out of their process",
+                      file=sys.stderr, flush=True)
             return how
-        failures.append(f"{how}: {out.status} {out.output.strip()[-160:]!r}")
+        failures.append(f"{how}: {out.status} {out.reason} {out.output.strip()[-160:]!r}")
     if root:
         raise UserError("cannot run model-written code safely: as root, neither namespaces (`unshare`) nor an "
                         f"unprivileged uid worked ({'; '.join(failures)}); run as a non-root user")
     raise UserError(f"cannot run model-written code here: {'; '.join(failures)}")
 
 
+def _root_spec() -> dict:
+    with _ROOT_LOCK:  # not _LOCK: the probe holds that one while it runs its program
+        if "root" not in _STATE:
+            _STATE["root"] = sandbox_root.spec()
+        return _STATE["root"]
+
+
 def run_one(program: Program, limits: Limits, how: str, slot: int) -> Outcome:
     """One program in one child, in mode `how`; never raises for what the program does."""
-    isolated = how == "isolated"
-    uid = None if how == "plain" else UID_BASE + (os.getpid() % 4_000_000) * 256 + slot
-    steps = 1 + len(program.checks)
-    deadline = limits.seconds * steps + START_SLACK_S
-    nonce = secrets.token_hex(16)
+    checks: list[Check] = [compile_check(c) for c in program.checks]  # ValueError: a check we cannot judge
+    isolated = how in NAMESPACED
+    uid = None if how in ("plain", "userns") else UID_BASE + (os.getpid() % 4_000_000) * 256 + slot
+    deadline = limits.seconds * (1 + len(checks)) + START_SLACK_S
     workdir = "/tmp/work" if isolated else tempfile.mkdtemp(prefix="thicket-sandbox-")
-    config = {"isolated": isolated, "uid": uid, "workdir": workdir, "limits": limits.__dict__, "cpu": deadline,
-              "hide": sorted({p for p in ("/root", os.path.expanduser("~")) if p not in ("/", "~")}),
-              "keep": sys.base_prefix}
-    cmd = [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__)]
+    cmd = [sys.executable, "-I", "-S", "-B", CHILD]
     if isolated:
-        cmd = [shutil.which("unshare") or "unshare", *NAMESPACES, *cmd]
-    payload = marshal.dumps({"config": config, "nonce": nonce, "code": program.code, "checks": list(program.checks)})
-    start, status = time.monotonic(), "failed"
+        cmd = [shutil.which("unshare") or "unshare", *(USERNS if how == "userns" else ()), *NAMESPACES, *cmd]
+    start, killed, returncode = time.monotonic(), False, None
     try:
+        config = {"root": _root_spec() if isolated else None, "uid": uid, "userns": how == "userns", "workdir": workdir,
+                  "limits": limits.__dict__, "cpu": deadline}
         if uid is not None and not isolated:
             os.chown(workdir, uid, uid)
-        with tempfile.TemporaryFile() as out:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as results:
+            config["result_fd"] = results.fileno()
+            payload = marshal.dumps({"config": config, "code": program.code, "checks": [c.holes for c in checks]})
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=out, env=ENV, cwd="/",
-                                    start_new_session=True)
+                                    pass_fds=(results.fileno(),), start_new_session=True)
             try:
                 proc.communicate(payload, timeout=deadline)
             except subprocess.TimeoutExpired:
-                status = "timeout"
+                killed = True
                 _kill(proc, isolated)
-            out.seek(max(0, out.seek(0, os.SEEK_END) - 2048))
+            returncode = proc.returncode
+            out.seek(max(0, out.seek(0, os.SEEK_END) - OUTPUT_TAIL))
             tail = out.read()
-        if status != "timeout" and proc.returncode == 0 and tail.endswith(nonce.encode()):
-            status, tail = "passed", tail[:-len(nonce)]
+            results.seek(0)
+            data = results.read(RESULT_BYTES)
+        status, reason = verdict(checks, data, returncode, killed) if checks else ("failed", "no assert to check")
     except OSError as exc:  # the sandbox could not start (fds, memory): this program fails, the run goes on
-        status, tail = "error", f"{type(exc).__name__}: {exc}".encode()
+        if isolated and "root" not in _STATE:
+            raise  # the probe: no new root on this machine
+        status, reason, tail = "error", f"the sandbox failed: {type(exc).__name__}: {exc}", b""
     finally:
         if not isolated:
             shutil.rmtree(workdir, ignore_errors=True)
             if uid is not None:
                 _sweep(uid)
-    return Outcome(status == "passed", status, tail.decode("utf-8", "replace"), time.monotonic() - start)
+    return Outcome(status == "passed", status, reason, tail.decode("utf-8", "replace"), time.monotonic() - start)
 
 
 def _kill(proc, isolated: bool) -> None:
