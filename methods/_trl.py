@@ -37,11 +37,13 @@ from harness.runs import distributed as dist
 from harness.runs import faults, storage
 from harness.budget.compute import backward_flops_per_token
 from harness.errors import UserError
-from harness.services.trainer_logs import quiet  # noqa: F401  (grpo/ppo import it from here)
+from harness.services.trainer_logs import CHECKPOINTING, quiet, trl_without_vllm  # noqa: F401  (quiet: for grpo/ppo)
 from harness.engine.perturb import parameters
 from harness.budget.plan import Prompts
 from harness.runs.results import write_json
 from harness.task import checked_rewards
+
+trl_without_vllm()  # before any trl import in the methods
 
 TRAIN_ITEMS = ("selection", "full")
 
@@ -262,7 +264,7 @@ def common_args(ctx, cfg, seed: int) -> dict:
     return dict(output_dir=str(ctx.out_dir / "checkpoints"), use_cpu=device_type(ctx) == "cpu",
                 learning_rate=cfg.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
                 weight_decay=0.0, logging_steps=1, report_to="none", disable_tqdm=True, bf16=mixed_precision(ctx),
-                activation_checkpointing=False, seed=seed, dataloader_num_workers=0, dataloader_pin_memory=False)
+                **{CHECKPOINTING: False}, seed=seed, dataloader_num_workers=0, dataloader_pin_memory=False)
 
 
 def save_policy(model, perturber, path: Path) -> str:

@@ -34,13 +34,14 @@ def _wandb_disabled(request, monkeypatch):
         monkeypatch.setenv("WANDB_MODE", "disabled")
 
 
-def build_tiny_model(folder: Path) -> Path:
+def build_tiny_model(folder: Path, hidden_size: int = 32) -> Path:
     """A random 2-layer Llama over a character vocabulary, saved like a Hub model folder.
 
     Weights are drawn wide (initializer_range 0.3) so the layers mix the prompt instead of
     echoing the last token, and the digit rows of the (tied) embedding share one extra
     direction, so greedy decoding emits digits often (vote keys are not all empty) while
-    still depending on the prompt and on the perturbation.
+    still depending on the prompt and on the perturbation. `hidden_size` 64 gives heads of 32
+    dimensions, the smallest vLLM's CPU attention runs.
     """
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
@@ -55,7 +56,7 @@ def build_tiny_model(folder: Path) -> Path:
                                         pad_token="<pad>", unk_token="?")
     tokenizer.chat_template = CHAT_TEMPLATE
 
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
                          tie_word_embeddings=True, bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"],
                          pad_token_id=vocab["<pad>"], initializer_range=0.3)

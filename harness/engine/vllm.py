@@ -175,6 +175,8 @@ def start(model_path: str, dtype: torch.dtype, seed: int, settings: Settings, ma
     cpu = not torch.cuda.is_available()
     if settings.multiprocessing is not None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if settings.multiprocessing else "0"
+    if cpu:  # vLLM's CPU worker runs torch on one thread unless told otherwise
+        os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     kv_gib = settings.kv_cache_gib if settings.kv_cache_gib is not None else (1.0 if cpu else None)
     from vllm import LLM
 

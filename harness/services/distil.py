@@ -25,7 +25,7 @@ from pathlib import Path
 
 from harness.runs import distributed as dist
 from harness.runs.checkpoints import complete_checkpoint
-from harness.services.trainer_logs import quiet
+from harness.services.trainer_logs import quiet, trl_without_vllm
 from harness.vote import majority
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ def train_lora(model, tokenizer, examples: dict, args: dict, lora, adapter_dir: 
     """
     from datasets import Dataset
     from transformers import set_seed
+    trl_without_vllm()
     from trl import SFTConfig, SFTTrainer
 
     config = SFTConfig(**args, completion_only_loss=True, max_length=None, packing=False,
