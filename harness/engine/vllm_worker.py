@@ -59,7 +59,8 @@ def hf_views(vllm_params: dict, layout: list, packed: dict) -> list[tuple[str, t
     `packed` is the model's `packed_modules_mapping` ({"qkv_proj": ["q_proj", "k_proj", "v_proj"],
     ...}): a fused tensor stacks its parts' rows in that order. Raises ValueError naming any
     parameter that cannot be mapped, or any vLLM tensor that the views do not cover exactly."""
-    shapes = {name: tuple(shape) for name, shape in layout}
+    layout = [(name, tuple(shape)) for name, shape in layout]  # across processes tuples arrive as lists
+    shapes = dict(layout)
     views, covered = [], {}
     for name, shape in layout:
         target, offset = _locate(name, shapes, vllm_params, packed)
