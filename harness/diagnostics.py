@@ -7,7 +7,9 @@ method of a seed has finished and written its rows, and nothing a method returns
 For a sample of M of RandOpt's N members (`--diagnostic-members`, default 32, 0 off; all N when
 M >= N, else M drawn without replacement by numpy's default_rng((seed, 20)), in index order):
 - each member's test accuracy: greedy, through `Evaluator.voter_record` like any voter,
-  persisted one JSON line per member in seed<S>/diagnostics/ (a killed run resumes);
+  persisted one JSON line per member in seed<S>/diagnostics/ (a killed run resumes); members
+  RandOpt's rows already evaluated (its top K) are read back from randopt/, not run again
+  (`test_flops` counts the new evaluations, `test_flops_reused` the ones read back);
 - Spearman's rank correlation between train score and test accuracy (average ranks for ties;
   undefined, null, when either side is constant) with a 95% percentile bootstrap interval
   over members (2,000 resamples, seed 0; resamples with a constant side are dropped);
@@ -25,7 +27,7 @@ from harness.budget.compute import Ledger
 from harness.method import Voter
 from harness.runs import distributed as dist, tracking
 from harness.runs.results import read_json, write_json
-from harness.runs.units import run_units
+from harness.runs.units import read_records, run_units
 
 LABEL = "diagnostic: reads the test split; no method may use it for selection"
 N_BOOT = 2000
@@ -89,6 +91,18 @@ def summary_keys(result: dict) -> dict:
     return out
 
 
+def evaluated_by_randopt(seed_dir, population: list[dict]) -> dict[int, dict]:
+    """{member index: test record} of the members RandOpt's own rows already evaluated (its top
+    K, greedy, on these test items: the record this module would make), so none is run twice."""
+    by_rank = {r["rank"]: r["index"] for r in population}
+    out = {}
+    for position, record in read_records(seed_dir / "randopt", "test-randopt").items():
+        index = by_rank.get(position)
+        if index is not None and record.get("label") == f"member{index}":
+            out[index] = record
+    return out
+
+
 def run(s, seed_dir, m: int, seed: int) -> dict | None:
     """The diagnostics of one seed (module doc), or None when RandOpt left no ranking or m is 0."""
     ranking_path = seed_dir / "randopt" / "ranking.json"
@@ -100,17 +114,21 @@ def run(s, seed_dir, m: int, seed: int) -> dict | None:
     if path.is_file() and read_json(path).get("indices") == [r["index"] for r in chosen]:
         return read_json(path)
     ev = s.evaluator
+    reused = evaluated_by_randopt(seed_dir, population)
     voters = [(r["index"], Voter(f"member{r['index']}", seed=r["seed"], sigma=r["sigma"], noise=r["noise"]))
-              for r in chosen]
+              for r in chosen if r["index"] not in reused]
     done = run_units(voters, lambda v: v[0], lambda v: ev.voter_record(v[1]), seed_dir / "diagnostics", "members",
                      desc="diagnostic members on test")
+    done.update({i: reused[i] for i in (r["index"] for r in chosen) if i in reused})
     train = [float(r["score"]) for r in chosen]
     test = [sum(c) / len(c) for c in (ev.voter_correct(done[r["index"]]) for r in chosen)]
-    ledger = Ledger(s.n_params)
-    ledger.forward(sum(done[r["index"]]["tokens"] for r in chosen), "test")
+    spent, again = Ledger(s.n_params), Ledger(s.n_params)
+    spent.forward(sum(done[i]["tokens"] for i, _ in voters), "test")
+    again.forward(sum(done[r["index"]]["tokens"] for r in chosen if r["index"] in reused), "test")
     lo, hi = spearman_interval(train, test)
     result = {"label": LABEL, "population": len(population), "m": len(chosen), "m_requested": m,
-              "indices": [r["index"] for r in chosen], "n_test": len(ev.items), "test_flops": ledger.test,
+              "indices": [r["index"] for r in chosen], "n_test": len(ev.items), "test_flops": spent.test,
+              "reused_from_randopt": len(chosen) - len(voters), "test_flops_reused": again.test,
               "spearman": {"rho": spearman(train, test), "lo": lo, "hi": hi, "n_boot": N_BOOT, "boot_seed": 0},
               "oracle_gap": oracle_gaps(train, test, s.protocol.k),
               "members": [{"index": r["index"], "seed": r["seed"], "sigma": r["sigma"], "noise": r["noise"],

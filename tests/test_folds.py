@@ -163,15 +163,18 @@ def test_folds_in_compare_and_the_diagnostics_never_change_a_row(tiny_model_dir,
     methods = ("base", "randopt", "randopt_soup", "randopt_fold")
     settings = {"population": "4"}
     plain = compare(protocol, methods, settings, RunOptions(results=str(tmp_path / "a"), diagnostic_members=0))
-    diag = compare(protocol, methods, settings, RunOptions(results=str(tmp_path / "b"), diagnostic_members=3))
+    diag = compare(protocol, methods, settings, RunOptions(results=str(tmp_path / "b"), diagnostic_members=4))
     alone = compare(protocol, ("randopt_soup", "randopt_fold"), settings,
                     RunOptions(results=str(tmp_path / "c"), diagnostic_members=0))
     for name in methods:
         assert stable_rows(plain, name) == stable_rows(diag, name), name
     assert not (plain / "seed0" / "diagnostics.json").exists()
     d = json.loads((diag / "seed0" / "diagnostics.json").read_text())
-    assert d["m"] == 3 and len(d["members"]) == 3 and d["test_flops"] > 0 and set(d["oracle_gap"]) == {"1", "2"}
+    assert d["m"] == 4 and len(d["members"]) == 4 and d["test_flops"] > 0 and set(d["oracle_gap"]) == {"1", "2"}
     randopt = {r["label"]: r for r in json.loads((plain / "seed0" / "randopt" / "rows.json").read_text())}
+    assert d["reused_from_randopt"] == 2  # RandOpt's top 2 were evaluated by its rows: read back, not rerun
+    best = json.loads((diag / "seed0" / "randopt" / "ranking.json").read_text())[0]["index"]
+    assert next(m for m in d["members"] if m["index"] == best)["test_accuracy"] == randopt["randopt K=1"]["accuracy"]
     soup = {r["label"]: r for r in json.loads((plain / "seed0" / "randopt_soup" / "rows.json").read_text())}
     assert soup["randopt_soup K=1"]["predictions"] == randopt["randopt K=1"]["predictions"]  # the same weights
     for r in soup.values():
