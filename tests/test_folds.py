@@ -187,3 +187,12 @@ def test_folds_in_compare_and_the_diagnostics_never_change_a_row(tiny_model_dir,
         assert all("shared_train_flops_with" not in r["info"] for r in b)
     assert (plain / "seed0" / "randopt_fold" / "folds.json").read_text() == \
         (alone / "seed0" / "randopt_fold" / "folds.json").read_text()
+    from harness.analysis.report import build_report  # the report of the run with diagnostics
+
+    md, _ = build_report(diag)
+    text = md.read_text()
+    assert "## Selection diagnostics (test split: a diagnostic no method may use)" in text
+    assert "plot_selection.png" in text and (diag / "plot_selection.png").is_file()
+    assert "(shared with randopt)" in text and "| randopt_soup K=2 | 1 |" in text
+    assert build_report(diag)[0].read_text() == text  # byte-stable
+    assert "Selection diagnostics" not in build_report(plain)[0].read_text()

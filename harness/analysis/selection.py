@@ -66,14 +66,16 @@ def report_blocks(run: Run) -> list:
         return []
     ks = sorted({int(k) for d in found.values() for k in d["oracle_gap"]})
     header = ("seed", "members (of N)", "Spearman rho [95% CI]", *(f"oracle gap K={k} (pp)" for k in ks),
-              "diagnostic test FLOPs")
+              "diagnostic test FLOPs (new evaluations)")
     rows = []
     for seed, d in found.items():
         rho = d["spearman"]
         lo, hi = rho.get("lo"), rho.get("hi")
         ci = f"[{signed(lo)}, {signed(hi)}]" if is_number(lo) and is_number(hi) else "[-]"
+        rho_text = f"{signed(rho.get('rho'))} {ci}" if is_number(rho.get("rho")) else "undefined (a side is constant)"
         gaps = [d["oracle_gap"].get(str(k), {}) for k in ks]
-        rows.append((str(seed), f"{d.get('m')} (of {d.get('population')})", f"{signed(rho.get('rho'))} {ci}",
+        rows.append((str(seed), f"{d.get('m')} (of {d.get('population')}; {d.get('reused_from_randopt', 0)} read back "
+                     "from randopt's rows)", rho_text,
                      *(f"{pct(g.get('gap'))} ({pct(g.get('top_by_test'))} - {pct(g.get('top_by_train'))})"
                        if g else "-" for g in gaps), flops(d.get("test_flops"))))
     image = plot_selection(run)
