@@ -196,3 +196,23 @@ def test_folds_in_compare_and_the_diagnostics_never_change_a_row(tiny_model_dir,
     assert "(shared with randopt)" in text and "| randopt_soup K=2 | 1 |" in text
     assert build_report(diag)[0].read_text() == text  # byte-stable
     assert "Selection diagnostics" not in build_report(plain)[0].read_text()
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("randopt_fold.temperature", "0", "randopt_fold.temperature must be a finite number > 0, got 0.0"),
+    ("randopt_fold.top_fraction", "1.5", "randopt_fold.top_fraction must be in (0, 1], got 1.5"),
+    ("randopt_fold.weighting", "mean", "randopt_fold.weighting 'mean'; choose one of softmax, positive_z"),
+    ("randopt_soup.noise", "pink", "randopt_soup.noise 'pink'; choose one of iid, released"),
+])
+def test_bad_fold_settings_are_one_line(key, value, words):
+    from harness.config import method_config
+
+    name = key.partition(".")[0]
+    with pytest.raises(UserError) as err:
+        method_config(get_method(name).Config, name, "small", {key: value})
+    assert str(err.value) == words
+
+
+def test_bad_diagnostic_members_is_one_line():
+    with pytest.raises(UserError, match="--diagnostic-members must be >= 0"):
+        RunOptions(diagnostic_members=-1)
