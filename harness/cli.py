@@ -134,6 +134,9 @@ def parser(argv: list[str] | None = None) -> Parser:
     c.add_argument("--keep-weights", action="store_true",
                    help="keep trained weights after a method's rows are written (they are deleted by default: "
                    "at 3B parameters each copy is 6-12 GB)")
+    c.add_argument("--diagnostic-members", type=int, default=32, metavar="M",
+                   help="after every method: M RandOpt members scored on test for the selection diagnostics "
+                   "(train-score/test rank correlation, oracle gap), outside every budget; 0 turns them off")
     c.add_argument("--crosscheck", action="store_true",
                    help="after the run, score single-model rows with lm-eval too (gsm8k only; keeps weights)")
     pl = sub.add_parser("plan", help="print each method's sizes, FLOPs and projected wall time; runs nothing",
@@ -193,7 +196,8 @@ def run(args) -> int:
     from harness.compare import compare
 
     options = RunOptions(results=args.results, run=args.run, fresh=args.fresh, budget_flops=args.budget_flops,
-                         seeds=seeds, keep_weights=args.keep_weights or args.crosscheck, engine=args.engine)
+                         seeds=seeds, keep_weights=args.keep_weights or args.crosscheck, engine=args.engine,
+                         diagnostic_members=args.diagnostic_members)
     run_dir = compare(protocol, methods, settings(args.set), options)
     if dist.is_main():
         report.publish(run_dir)

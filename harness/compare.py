@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from harness.runs import distributed as dist
+from harness import diagnostics
 from harness.runs import faults, memory, storage, tracking
 from harness.budget.compute import Ledger
 from harness.config import Protocol, RunOptions, method_config
@@ -74,6 +75,7 @@ def compare(protocol: Protocol, methods=DEFAULT_METHODS, settings: dict | None =
     plugins, config = resolve(protocol, methods, settings)
     config.update(budget_flops=options.budget_flops, seeds=[protocol.seed + s for s in range(options.seeds)])
     run_dir = run_folder(options.results, task.name, options.run or run_name(config))
+    config["diagnostic_members"] = options.diagnostic_members  # after the name: it changes no row
     train, test = train_items(task, protocol), test_items(task, protocol)  # data errors before the model loads
     engine = choose(options.engine)
     check_settings(engine, engine_set)
@@ -128,6 +130,8 @@ def run_seeds(s: Session, plugins: dict, plans: dict, options: RunOptions) -> li
         if dist.is_main():
             write_predictions(folder, seed_rows, s.evaluator)
             tracking.log_predictions(s.run_dir, s.config, seed, folder / "predictions.jsonl")
+        if "randopt" in plugins:  # after every row of the seed is written: it cannot change one
+            diagnostics.run(seeded, folder, options.diagnostic_members, seed)
         rows += seed_rows
     return rows
 
@@ -226,8 +230,10 @@ def drop_weights(folder: Path) -> None:
 
 def row_dict(row: Row, ledger: Ledger, seed: int, train_wall: float, wall: float) -> dict:
     # a method returning one model per stage (iterative_randopt's rounds) gives each row the
-    # training FLOPs spent up to that model; otherwise a row carries the method's total
-    train_flops = row.info.get("train_flops_at_row", ledger.train)
+    # training FLOPs spent up to that model; otherwise a row carries the method's total. A fold
+    # of RandOpt's population spent none itself: its row shows RandOpt's search as shared
+    # (info "shared_train_flops_with"), while its ledger.json stays at what it spent, 0.
+    train_flops = row.info.get("train_flops_at_row", ledger.train + row.info.get("shared_train_flops", 0.0))
     return {"method": row.method, "name": row.name, "label": row.label, "k": row.k, "seed": seed,
             "accuracy": row.accuracy, "n_test": row.n_test, "train_flops": train_flops,
             "paper_train_flops": row.info.get("paper_train_flops"), "budget_flops": ledger.budget,

@@ -20,13 +20,16 @@ PRESETS: dict[str, dict] = {
               "ppo.batch_prompts": 4, "ppo.mini_batch": 2,
               "iterative_randopt.population": 1, "iterative_randopt.top_k": 1, "iterative_randopt.samples": 1,
               "iterative_randopt.max_traces": 1, "iterative_randopt.lora_rank": 8, "iterative_randopt.lora_alpha": 16,
-              "iterative_randopt.batch_size": 2, "iterative_randopt.micro_batch": 2},
+              "iterative_randopt.batch_size": 2, "iterative_randopt.micro_batch": 2,
+              "randopt_soup.population": 8, "randopt_fold.population": 8},
     "small": {"n_train": 64, "n_test": 256, "max_new_tokens": 256, "k": (1, 5, 10), "randopt.population": 32,
               "es.population": 8, "grpo.batch_prompts": 4, "grpo.num_generations": 8,
               "ppo.batch_prompts": 16, "ppo.mini_batch": 8,
               "iterative_randopt.population": 4, "iterative_randopt.top_k": 2, "iterative_randopt.samples": 2,
               "iterative_randopt.max_traces": 1, "iterative_randopt.lora_rank": 32, "iterative_randopt.lora_alpha": 64,
-              "iterative_randopt.batch_size": 4, "iterative_randopt.micro_batch": 4},
+              "iterative_randopt.batch_size": 4, "iterative_randopt.micro_batch": 4,
+              # the folds draw RandOpt's population (same N, sigmas, noise), so its scores are reused
+              "randopt_soup.population": 32, "randopt_fold.population": 32},
     "paper": {"n_train": 200, "n_test": None, "max_new_tokens": 1024, "k": (1, 5, 10, 20, 50),
               "randopt.population": 5000,
               # GRPO's batch of 1024 prompts cannot come from the 200 selection items: the paper
@@ -94,8 +97,12 @@ class RunOptions:
     engine: str = "auto"
     """Generation engine: native, vllm or auto (harness/engine/select.py). Not part of the run's
     name: the folder remembers its engine and refuses another one."""
+    diagnostic_members: int = 32
+    """RandOpt members evaluated on test for the selection diagnostics (harness/diagnostics.py); 0: off."""
 
     def __post_init__(self):
+        if self.diagnostic_members < 0:
+            raise UserError(f"--diagnostic-members must be >= 0 (0 turns the diagnostics off), got {self.diagnostic_members}")
         if self.seeds < 1:
             raise UserError(f"--seeds must be >= 1, got {self.seeds}")
         if self.budget_flops is not None and not (self.budget_flops > 0 and self.budget_flops != float("inf")):

@@ -58,6 +58,8 @@ class Evaluator:
             self.perturber.add_adapter(voter.adapter)
         if voter.seed is not None:  # on top of the trained weights, if any (ES + vote)
             self.perturber.add_noise(voter.seed, voter.sigma, voter.noise)
+        if voter.noise_sum:  # a fold, rebuilt from its recipe (float32 sum: the same bits every time)
+            self.perturber.add_noise_sum(list(voter.noise_sum), voter.noise_scale)
         try:
             start = time.perf_counter()
             with progress.items(len(self.items), f"{voter.label} on test") as advance:
@@ -80,11 +82,15 @@ class Evaluator:
         records = [done[i] for i, _ in voters]
         return [self._row(method, ensemble, k, records[:k]) for k in ks]
 
+    def voter_correct(self, record: dict) -> list[bool]:
+        """Per test item, whether one voter's answer is right (the one-voter vote, as base's row)."""
+        return self.task.are_correct([majority([key]) for key in record["keys"]], self.items)
+
     def _row(self, method: str, ensemble: Ensemble, k: int, records: list[dict]) -> Row:
         preds = [majority([r["keys"][i] for r in records]) for i in range(len(self.items))]
         correct = self.task.are_correct(preds, self.items)
         ledger = Ledger(self.n_params)
         ledger.forward(sum(r["tokens"] for r in records), "test")
-        label = ensemble.name if tuple(ensemble.ks) == (1,) else f"{ensemble.name} K={k}"
+        label = (ensemble.label or ensemble.name) if tuple(ensemble.ks) == (1,) else f"{ensemble.name} K={k}"
         return Row(method, ensemble.name, k, sum(correct) / len(correct), len(correct), correct, preds,
                    ledger.test, label, dict(ensemble.info))

@@ -24,9 +24,13 @@ DEFAULT_METHODS = ("base", "self_consistency", "randopt", "es", "grpo", "ppo")
 @dataclass(frozen=True)
 class Voter:
     """How to set the model up for one vote: base or trained weights, an optional LoRA adapter,
-    then an optional perturbation, then greedy or sampled decoding.
+    then an optional perturbation, then an optional fold of perturbations, then greedy or
+    sampled decoding.
 
-    A perturbed member is (seed, sigma, noise): a few bytes that regenerate its weights.
+    A perturbed member is (seed, sigma, noise): a few bytes that regenerate its weights. A fold
+    (a soup or reward fold of RandOpt's members) is its recipe, `noise_sum` and `noise_scale`:
+    theta + noise_scale * sum_i c_i * eps(seed_i), rebuilt by `Weights.add_noise_sum` for every
+    evaluation (never a weights file: at 7B one copy is 14 GB), bit for bit the same each time.
     """
 
     label: str
@@ -41,6 +45,10 @@ class Voter:
     temperature: float = 0.0
     """0 is greedy; > 0 samples (self-consistency)."""
     sample_seed: int = 0
+    noise_sum: tuple[tuple[int, float, str], ...] = ()
+    """A fold's terms (seed, coefficient, noise mode), added after `seed`'s perturbation; () is none."""
+    noise_scale: float = 1.0
+    """The factor on the fold's sum (a soup of K members: 1/K)."""
 
 
 @dataclass
@@ -52,6 +60,9 @@ class Ensemble:
     ks: tuple[int, ...] = (1,)
     info: dict = field(default_factory=dict)
     """Extra facts for the results (deviations, derived quantities)."""
+    label: str | None = None
+    """Table label of a single-model ensemble (ks == (1,)); None: its name. Lets a name stay
+    file- and key-safe (`randopt_soup_k5`) while the table says `randopt_soup K=5`."""
 
 
 @dataclass(frozen=True)

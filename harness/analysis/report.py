@@ -2,9 +2,10 @@
 
 Sections: results with uncertainty (exact Clopper-Pearson interval per accuracy, paired
 bootstrap for the difference from base, exact McNemar), RandOpt against self-consistency at
-equal K, figures, provenance, notes, and the lm-evaluation-harness cross-check when
-crosscheck.json exists. No model is loaded. An unfinished run (methods or seeds without
-results) gets a banner naming what is missing, a "missing" row, and the same line on stderr.
+equal K, figures, the selection diagnostics (harness/analysis/selection.py), provenance,
+notes, and the lm-evaluation-harness cross-check when crosscheck.json exists. No model is
+loaded. An unfinished run (methods or seeds without results) gets a banner naming what is
+missing, a "missing" row, and the same line on stderr.
 
 report.md is a pure function of the stored files: rows in a fixed order, a fixed bootstrap
 seed, fixed number formats, no timestamps; rebuilding it gives the same bytes.
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from harness.runs import faults
-from harness.analysis import agreement, plots
+from harness.analysis import agreement, plots, selection
 from harness.analysis.doc import Banner, Bullets, Heading, Image, Para, Table, markdown, to_html
 from harness.analysis.rundir import Run, load
 from harness.analysis.tables import accuracy_text, flops, pct, results_table, terminal_table, versus
@@ -192,7 +193,8 @@ def build_report(run_dir) -> tuple[Path, Path]:
     proto = run.config.get("protocol", {})
     title = f"thicket report: {proto.get('task')} / {run.path.resolve().name}"
     blocks = [Heading(1, title), *banner(run), *results_section(run), *k_section(run, by_k),
-              *figures_section(run, flops_png, thicket), *agreement.report_blocks(run.path),
+              *figures_section(run, flops_png, thicket), *selection.report_blocks(run),
+              *agreement.report_blocks(run.path),
               *provenance_section(run), *notes_section(run)]
     md, page = run.path / "report.md", run.path / "report.html"
     faults.point("report-writing")

@@ -84,6 +84,13 @@ TERMINAL = ("method", "K", "test acc %", "95% CI (items)", "vs base (pp) [95% CI
             "train FLOPs (measured)", "test FLOPs/item", "wall s", "train tokens/s")
 
 
+def shared_text(row: dict) -> str:
+    """" (shared with randopt)" for a row whose training is another method's (a fold of RandOpt's
+    population): the FLOPs were spent once, by that method, and count against one budget."""
+    shared = (row.get("info") or {}).get("shared_train_flops_with")
+    return f" (shared with {shared})" if isinstance(shared, str) else ""
+
+
 def row_cells(run: Run, group: list[dict]) -> tuple[str, ...]:
     first = group[0]  # the first seed's row: the items every interval and test is computed on
     ci = interval(*stats.binomial_ci(first["correct"])) if first.get("correct") else "-"
@@ -91,7 +98,8 @@ def row_cells(run: Run, group: list[dict]) -> tuple[str, ...]:
     peak = {k: max((r[k] for r in group if is_number(r.get(k))), default=None) for k in ("peak_rss_gib", "peak_gpu_gib")}
     train_speed, test_speed = speeds(run, group)
     return (first["label"], str(first["k"]), accuracy_text(group, len(run.seeds)), ci, diff, p,
-            flops(mean(r.get("train_flops") or 0.0 for r in group)), flops(first.get("paper_train_flops")),
+            flops(mean(r.get("train_flops") or 0.0 for r in group)) + shared_text(first),
+            flops(first.get("paper_train_flops")),
             flops(first.get("budget_flops")), flops(first.get("test_flops_per_item")),
             num(mean(r.get("train_wall_s") for r in group), 1), train_speed,
             num(mean(r.get("wall_s") for r in group), 1), test_speed,
