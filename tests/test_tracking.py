@@ -105,8 +105,10 @@ def test_one_run_per_method_and_seed_with_the_method_in_its_config(side_by_side,
     run_dir, runs = side_by_side
     assert not (run_dir / "wandb" / "wandb").exists()  # no doubled folder
     config = json.loads((run_dir / "config.json").read_text())
-    methods = {k: v for k, v in by_method(runs).items() if k[0] != "all"}
+    methods = {k: v for k, v in by_method(runs).items() if k[0] not in ("all", "diagnostics")}
     assert sorted(methods) == [(m, s) for m in ("base", "es", "randopt") for s in (0, 1)]
+    # beside them, one selection-diagnostics run per seed (RandOpt ran)
+    assert sorted(k for k in by_method(runs) if k[0] == "diagnostics") == [("diagnostics", 0), ("diagnostics", 1)]
     for (method, seed), (run,) in methods.items():
         c = run["config"]
         assert (c["task"], c["model"], c["budget_flops"]) == ("arith", tiny_model_dir, config["budget_flops"])
@@ -119,7 +121,7 @@ def test_one_run_per_method_and_seed_with_the_method_in_its_config(side_by_side,
 def test_shared_summary_schema(side_by_side):
     run_dir, runs = side_by_side
     for (method, seed), (run,) in by_method(runs).items():
-        if method == "all":
+        if method in ("all", "diagnostics"):
             continue
         s = run["summary"]
         rows = {r["label"]: r for r in json.loads((run_dir / f"seed{seed}" / method / "rows.json").read_text())}
