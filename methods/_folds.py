@@ -111,3 +111,16 @@ def info(pop: Population, cfg: RandOptConfig, **extra) -> dict:
     shared = {"shared_train_flops_with": SOURCE, "shared_train_flops": pop.shared_train_flops} if pop.shared else {}
     return {"population": len(pop.members), "noise": cfg.noise, "sigmas": list(cfg.sigmas), "recipe": "folds.json",
             "test_passes_per_item": 1, **shared, **extra}
+
+
+def check_fields(name: str, cfg) -> None:
+    """The population fields a fold shares with RandOpt (population, sigmas, noise), validated once."""
+    from harness.engine.perturb import NOISE_MODES
+    from harness.errors import UserError
+
+    if cfg.population < 1:
+        raise UserError(f"{name}.population must be >= 1, got {cfg.population}")
+    if not cfg.sigmas or min(cfg.sigmas) <= 0:
+        raise UserError(f"{name}.sigmas: every sigma must be > 0, got {cfg.sigmas}")
+    if cfg.noise not in NOISE_MODES:
+        raise UserError(f"{name}.noise {cfg.noise!r}; choose one of {', '.join(NOISE_MODES)}")

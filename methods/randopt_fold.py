@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 from harness.errors import UserError
 from harness.method import Ensemble, Method
-from harness.engine.perturb import NOISE_MODES
 from methods import _folds
 
 NAME = "randopt_fold"
@@ -55,12 +54,7 @@ class Config:
     """Factor on the weighted sum (1: the reward-weighted mean of the kept perturbations)."""
 
     def __post_init__(self):
-        if self.population < 1:
-            raise UserError(f"{NAME}.population must be >= 1, got {self.population}")
-        if not self.sigmas or min(self.sigmas) <= 0:
-            raise UserError(f"{NAME}.sigmas: every sigma must be > 0, got {self.sigmas}")
-        if self.noise not in NOISE_MODES:
-            raise UserError(f"{NAME}.noise {self.noise!r}; choose one of {', '.join(NOISE_MODES)}")
+        _folds.check_fields(NAME, self)
         if self.weighting not in WEIGHTINGS:
             raise UserError(f"{NAME}.weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):

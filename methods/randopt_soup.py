@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from harness.errors import UserError
 from harness.method import Ensemble, Method
-from harness.engine.perturb import NOISE_MODES
 from methods import _folds
 
 NAME = "randopt_soup"
@@ -39,12 +38,7 @@ class Config:
     """RandOpt's noise mode, `iid` or `released` (keep it equal to randopt.noise)."""
 
     def __post_init__(self):
-        if self.population < 1:
-            raise UserError(f"{NAME}.population must be >= 1, got {self.population}")
-        if not self.sigmas or min(self.sigmas) <= 0:
-            raise UserError(f"{NAME}.sigmas: every sigma must be > 0, got {self.sigmas}")
-        if self.noise not in NOISE_MODES:
-            raise UserError(f"{NAME}.noise {self.noise!r}; choose one of {', '.join(NOISE_MODES)}")
+        _folds.check_fields(NAME, self)
 
 
 class RandOptSoup(Method):
