@@ -74,9 +74,17 @@ def open_engine(name: str, protocol, model, tokenizer, config, max_model_len: in
         return NativeEngine(model, tokenizer, protocol.batch_size)
     from harness.engine.model import resolve_model
 
+    return open_vllm(resolve_model(protocol.model), model, tokenizer, protocol.seed, config, max_model_len,
+                     protocol.batch_size)
+
+
+def open_vllm(model_path: str, model, tokenizer, seed: int, config=None, max_model_len: int = 2048,
+              batch_size: int = 64):
+    """A vLLM engine for the Hugging Face `model` loaded from `model_path` (its parameter layout,
+    dtype and stop ids): `max_model_len` is capped by the model's own limit."""
     config = config or vllm_engine.Settings()
     limit = getattr(model.config, "max_position_embeddings", None) or max_model_len
     layout = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
-    return vllm_engine.VLLMEngine(resolve_model(protocol.model), tokenizer, layout, next(model.parameters()).dtype,
-                                  _eos_ids(model, tokenizer), protocol.seed, config,
-                                  config.max_model_len or min(limit, max_model_len), protocol.batch_size)
+    return vllm_engine.VLLMEngine(model_path, tokenizer, layout, next(model.parameters()).dtype,
+                                  _eos_ids(model, tokenizer), seed, config,
+                                  config.max_model_len or min(limit, max_model_len), batch_size)
