@@ -36,7 +36,7 @@ TABLE ?=
 MODEL ?=
 RUN_DIR ?=
 
-.PHONY: install install-vllm test test-vllm test-fast compare bench density reproduce report crosscheck clean
+.PHONY: install install-vllm test test-vllm test-fast compare bench parity-vllm density reproduce report crosscheck clean
 
 install: $(STAMP)
 
@@ -100,8 +100,12 @@ report: install
 crosscheck: install
 	$(BIN)/thicket crosscheck $(RUN_DIR) $(ARGS)
 
-bench: install
-	$(BIN)/python bench/throughput.py $(ARGS)
+# in the vLLM environment, so one run races bare generate, the native engine and vLLM
+bench: install-vllm
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/python bench/throughput.py $(ARGS)
+
+parity-vllm: install-vllm
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/python bench/vllm_parity.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

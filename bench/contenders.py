@@ -5,6 +5,8 @@
 - engine_draft: the engine given the BASE model's greedy outputs as drafts (what member scoring
   does with `NativeEngine.draft_members` on): one teacher-forced pass checks each draft, and decoding
   starts at the member's first token that differs;
+- vllm: `harness.engine.vllm.VLLMEngine` as the harness runs it (`--engine vllm`; in this process,
+  vLLM's multiprocessing off, the same member applied inside vLLM), where vLLM is installed;
 with `--alternatives`:
 - generate_batch: transformers' continuous batching (paged attention, block sharing);
 - engine_no_prefix / engine_keep_finished / engine_dynamic_cache / engine_batches_alone /
@@ -82,6 +84,35 @@ def continuous_batching_run(model, tokenizer, prompts: list[str], max_new_tokens
     return run
 
 
+class VLLMRun:
+    """The vLLM engine on one workload (started once per bench: `start_seconds`)."""
+
+    def __init__(self, engine, prompts: list[str], max_new_tokens: int):
+        self.engine, self.max_new_tokens = engine, max_new_tokens
+        self.prepared = engine.prepare(prompts)
+
+    def __call__(self) -> list[Output]:
+        return [Output(c.text, list(c.token_ids), c.prompt_tokens)
+                for c in self.engine.generate(self.prepared, self.max_new_tokens)]
+
+
+def start_vllm(model, tokenizer, model_path: str, loads: list[Workload], member: tuple, batch_size: int):
+    """(vLLM engine with `member` applied, start-up seconds); its KV cache and length sized for
+    the longest workload. (On CPU vLLM binds torch's threads to cores for the process.)"""
+    import time
+
+    from harness.engine.select import open_vllm
+    from harness.engine.vllm import Settings
+
+    longest = max(len(tokenizer(p, add_special_tokens=False).input_ids) + load.max_new_tokens
+                  for load in loads for p in load.prompts)
+    start = time.perf_counter()
+    engine = open_vllm(model_path, model, tokenizer, 0, Settings(multiprocessing=False), longest, batch_size)
+    seconds = time.perf_counter() - start
+    engine.weights.apply(*member)
+    return engine, seconds
+
+
 def alternative_names(alternatives: str) -> list[str]:
     """The names in --alternatives ("all": every one); a one-line error for an unknown name."""
     names = list(ALTERNATIVES) + ["generate_batch"] if alternatives == "all" else alternatives.split(",")
@@ -92,14 +123,18 @@ def alternative_names(alternatives: str) -> list[str]:
     return names
 
 
-def contenders(model, tokenizer, load: Workload, batch_size: int, alternatives: str = "", draft=None) -> dict:
-    """bare and engine (and engine_draft given the base's completions), plus the named alternatives."""
+def contenders(model, tokenizer, load: Workload, batch_size: int, alternatives: str = "", draft=None,
+               vllm=None) -> dict:
+    """bare and engine (and engine_draft given the base's completions, vllm given a started vLLM
+    engine), plus the named alternatives."""
     names = alternative_names(alternatives)
     runs = {"bare": bare_run(model, tokenizer, load.prompts, load.max_new_tokens, batch_size),
             "engine": EngineRun(NativeEngine(model, tokenizer, batch_size), load.prompts, load.max_new_tokens)}
     if draft is not None:
         runs["engine_draft"] = EngineRun(NativeEngine(model, tokenizer, batch_size), load.prompts, load.max_new_tokens,
                                          draft)
+    if vllm is not None:
+        runs["vllm"] = VLLMRun(vllm, load.prompts, load.max_new_tokens)
     # on CPU continuous batching is several times slower: timed on the short workload only
     if "generate_batch" in names and load.max_new_tokens <= 32:
         runs["generate_batch"] = continuous_batching_run(model, tokenizer, load.prompts, load.max_new_tokens)
@@ -110,6 +145,8 @@ def contenders(model, tokenizer, load: Workload, batch_size: int, alternatives: 
                 setattr(engine, key, value)
             runs[name] = EngineRun(engine, load.prompts, load.max_new_tokens)
     warm_up(model, tokenizer, load)
+    if vllm is not None:
+        vllm.generate(vllm.prepare(load.prompts[:4]), 2)
     return runs
 
 

@@ -20,6 +20,11 @@ shape (4096 x hidden @ hidden x intermediate, best of 5; FLOPs as in bench/measu
 perturb + restore as a share of one member's arith evaluation (perturb, generate, rewards,
 restore: the shortest evaluation, so the largest share) for the default `iid` noise and, as
 `perturb_restore_share_released`, for the authors' `released` noise, and the process's peak RSS.
+Also `vllm`, where vLLM is installed (`make bench` runs in .venv-vllm; `--vllm off` leaves it
+out): the vLLM engine as `--engine vllm` runs it, with the same member applied inside vLLM,
+reported like the engine (tokens/s, speed-up over bare, share of outputs equal to bare's) plus
+`vllm_start_seconds` (engine start-up) and `perturb_restore_share_vllm` (perturb + restore
+inside vLLM against its own arith evaluation).
 Also `engine_draft`: the engine given the base model's greedy outputs as drafts (off by default
 in the harness, `NativeEngine.draft_members`; this is the measurement that decides it).
 Also `flop_ratio_<workload>`: the model FLOPs bare generate executed (its padding and the
@@ -45,10 +50,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import measure, workloads as wl  # noqa: E402
-from bench.contenders import alternative_names, base_drafts, contenders  # noqa: E402
+from bench.contenders import alternative_names, base_drafts, contenders, start_vllm  # noqa: E402
 from harness.runs import memory  # noqa: E402
 from harness.errors import UserError  # noqa: E402
-from harness.engine.model import load_model  # noqa: E402
+from harness.engine.model import load_model, resolve_model  # noqa: E402
+from harness.engine.vllm import vllm_version  # noqa: E402
 from harness.engine.perturb import NOISE_MODES, Perturber, iter_noise  # noqa: E402
 from harness.task import checked_rewards, get_task  # noqa: E402
 
@@ -70,6 +76,8 @@ def parse(argv=None):
     ap.add_argument("--alternatives", nargs="?", const="all", default="",
                     help="also race these alternatives (comma-separated names, or all: bench/contenders.py)")
     ap.add_argument("--sigma", type=float, default=2e-3)
+    ap.add_argument("--vllm", choices=("auto", "on", "off"), default="auto",
+                    help="race the vLLM engine too (auto: where vLLM is installed)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     ap.add_argument("--shapes", default=None, help="GPU mode: comma-separated names in bench/shapes/")
     args, rest = ap.parse_known_args(argv)
@@ -95,25 +103,41 @@ def main(argv=None) -> dict:
     print(f"fp32 matmul peak (4096x{hidden} @ {hidden}x{inter}): {peak / 1e9:.0f} GFLOP/s, "
           f"{torch.get_num_threads()} threads, load {measure.load_average():.1f}", flush=True)
     drafts = {load.name: base_drafts(model, tokenizer, load, args.batch_size) for load in loads}
+    member = (1000, args.sigma, "iid")  # one member, the same for every contender
     perturber = Perturber(model)
-    perturber.apply(1000, args.sigma, "iid")  # one member, the same for every contender
+    perturber.apply(*member)
     flops = measure.FlopCounter(model)
     report = {"model": args.model or "SmolLM2-135M-Instruct (embedded)", "threads": torch.get_num_threads(),
               "peak_flops": peak, "load_start": measure.load_average(), "workloads": {}}
+    vllm = None
+    if wants_vllm(args.vllm):
+        vllm, report["vllm_start_seconds"] = start_vllm(model, tokenizer, resolve_model(args.model), loads, member,
+                                                        args.batch_size)
+        report["vllm"] = vllm_version()
     engine_results = {}
     for load in loads:
-        race = contenders(model, tokenizer, load, args.batch_size, args.alternatives, drafts[load.name])
+        race = contenders(model, tokenizer, load, args.batch_size, args.alternatives, drafts[load.name], vllm)
         results = wl.race(load, race, log=lambda s: print(s, flush=True))
         report["workloads"][load.name] = summarize(model, tokenizer, load, race, results, flops, peak, args.batch_size)
-        engine_results[load.name] = results["engine"]
-    report["perturb_restore"] = {load.name: perturb_share(perturber, load, engine_results[load.name], args.sigma)
-                                 for load in loads}
+        engine_results[load.name] = results
+    report["perturb_restore"] = {load.name: perturb_share(perturber, load, engine_results[load.name]["engine"],
+                                                          args.sigma) for load in loads}
+    if vllm is not None:
+        report["perturb_restore_vllm"] = {load.name: perturb_share(
+            vllm.weights, load, engine_results[load.name]["vllm"], args.sigma, modes=("iid",)) for load in loads}
     report.update(load_end=measure.load_average(), peak_rss_gib=memory.peak_gib()["rss_gib"],
                   peak_matmul_end=measure.matmul_peak(4096, hidden, inter))
     Path(args.out).write_text(json.dumps(report, indent=1))
     headline = print_report(report)
     print(json.dumps(headline))
     return headline
+
+
+def wants_vllm(choice: str) -> bool:
+    installed = vllm_version() is not None
+    if choice == "on" and not installed:
+        raise UserError("--vllm on: vLLM is not installed here; run the bench in .venv-vllm (make install-vllm)")
+    return installed if choice == "auto" else choice == "on"
 
 
 def bare_flops(flops, outputs, batch_size: int) -> float:
@@ -144,14 +168,17 @@ def summarize(model, tokenizer, load, race, results, flops, peak, batch_size: in
     out["bare"]["model_flops_executed"] = executed
     out["bare"]["peak_fraction"] = executed * len(bare.seconds) / sum(bare.seconds) / peak
     out["engine"]["flop_ratio"] = executed / work
-    out["differing"] = [dict(item=i, **wl.near_tie(model, tokenizer, load.prompts[i], b.ids, e.ids))
-                        for i, (b, e) in enumerate(zip(bare.outputs, engine.outputs)) if b.ids != e.ids]
+    for name in ("engine", "vllm"):
+        if name in results:
+            out["differing" if name == "engine" else f"differing_{name}"] = [
+                dict(item=i, **wl.near_tie(model, tokenizer, load.prompts[i], b.ids, e.ids))
+                for i, (b, e) in enumerate(zip(bare.outputs, results[name].outputs)) if b.ids != e.ids]
     out["mean_prompt_tokens"] = statistics.mean(o.prompt_tokens for o in bare.outputs)
     out["mean_new_tokens"] = statistics.mean(len(o.ids) for o in bare.outputs)
     return out
 
 
-def perturb_share(perturber, load, engine_result, sigma, repeats: int = 3) -> dict:
+def perturb_share(perturber, load, engine_result, sigma, repeats: int = 3, modes=NOISE_MODES) -> dict:
     """Perturb + restore against one member's whole evaluation on a workload: perturb, the
     engine's generation (its median round), rewards, restore; per noise mode, with the time
     spent drawing the noise alone beside it. Leaves the base weights. The headline takes
@@ -161,19 +188,20 @@ def perturb_share(perturber, load, engine_result, sigma, repeats: int = 3) -> di
     rewards = time.perf_counter() - start
     generate = statistics.median(engine_result.seconds)
     out = {"generate_seconds": generate, "reward_seconds": rewards}
-    for mode in NOISE_MODES:
+    for mode in modes:
         times, draws = [], []
         for seed in range(repeats):
             start = time.perf_counter()
             perturber.apply(2000 + seed, sigma, mode)
             perturber.restore()
             times.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            for _ in iter_noise(perturber.params, 3000 + seed, mode, perturber.scratch):
-                pass
-            draws.append(time.perf_counter() - start)
+            if isinstance(perturber, Perturber):  # the draw alone, where the noise is drawn in this process
+                start = time.perf_counter()
+                for _ in iter_noise(perturber.params, 3000 + seed, mode, perturber.scratch):
+                    pass
+                draws.append(time.perf_counter() - start)
         pr = statistics.median(times)
-        out[mode] = {"seconds": pr, "draw_seconds": statistics.median(draws),
+        out[mode] = {"seconds": pr, "draw_seconds": statistics.median(draws) if draws else None,
                      "share": pr / (pr + generate + rewards)}
     return out
 
@@ -190,9 +218,10 @@ def print_report(report: dict) -> dict:
         print(f"  {name}: bare executed {e['flop_ratio']:.2f}x the engine's model FLOPs (padding, finished rows kept, "
               f"the shared prefix per item); per FLOP the engine ran {e['speedup'] / e['flop_ratio']:.2f}x bare's rate "
               f"(peak fractions {e['peak_fraction']:.2f} and {w['bare']['peak_fraction']:.2f})")
-        for d in w["differing"]:
-            print(f"  {name} item {d['item']} parts at token {d['position']}: bare {d['reference']!r} vs "
-                  f"engine {d['other']!r}, top-2 logit gap {d['top2_gap']:.4f}")
+        for key, who in (("differing", "engine"), ("differing_vllm", "vllm")):
+            for d in w.get(key, []):
+                print(f"  {name} item {d['item']} parts at token {d['position']}: bare {d['reference']!r} vs "
+                      f"{who} {d['other']!r}, top-2 logit gap {d['top2_gap']:.4f}")
     engine = {name: w["engine"] for name, w in report["workloads"].items()}
     pick = lambda name, key, digits: round(engine[name][key], digits) if name in engine else None  # noqa: E731
     share = report["perturb_restore"].get("arith")
@@ -205,7 +234,20 @@ def print_report(report: dict) -> dict:
             **({"perturb_restore_share_released": round(share["released"]["share"], 4)} if share else {}),
             **{f"{key}_draft_{name}": round(w["engine_draft"][key], 4) for name, w in report["workloads"].items()
                if "engine_draft" in w for key in ("speedup", "same")},
-            **{f"flop_ratio_{name}": round(w["engine"]["flop_ratio"], 3) for name, w in report["workloads"].items()}}
+            **{f"flop_ratio_{name}": round(w["engine"]["flop_ratio"], 3) for name, w in report["workloads"].items()},
+            **vllm_headline(report)}
+
+
+def vllm_headline(report: dict) -> dict:
+    """The vLLM contender's keys of the one-line JSON (none where it did not race)."""
+    if "vllm_start_seconds" not in report:
+        return {}
+    out = {f"{key}_vllm_{name}": round(w["vllm"][key], 4) for name, w in report["workloads"].items()
+           for key in ("speedup", "same")}
+    out.update({f"tokens_per_s_vllm_{name}": round(w["vllm"]["tokens_per_s"], 1) for name, w in report["workloads"].items()})
+    share = report["perturb_restore_vllm"].get("arith")
+    return {**out, "perturb_restore_share_vllm": round(share["iid"]["share"], 4) if share else None,
+            "vllm_start_seconds": round(report["vllm_start_seconds"], 1)}
 
 
 if __name__ == "__main__":

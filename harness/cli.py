@@ -190,7 +190,8 @@ def run(args) -> int:
     if args.command == "plan":
         from harness.budget.projection import print_plan
 
-        return print_plan(protocol, methods, settings(args.set), args.budget_flops, seeds, args.gpus, args.gpu)
+        return print_plan(protocol, methods, settings(args.set), args.budget_flops, seeds, args.gpus, args.gpu,
+                          args.engine)
     from harness.runs import distributed as dist
     from harness.analysis import crosscheck, report
     from harness.compare import compare

@@ -129,6 +129,11 @@ def test_plan_reads_the_gpu_bench_record_of_its_shape_and_gpu_kind(tmp_path):
     assert recorded_throughput("qwen2.5-3b-instruct", "h100", path)["tokens_per_s"] == 1200.0
     assert recorded_throughput("qwen2.5-3b-instruct", "h200", path) is None
     assert recorded_throughput("qwen2.5-7b-instruct", "h100", tmp_path / "absent.json") is None
+    assert recorded_throughput("qwen2.5-3b-instruct", "h100", path, engine="vllm") is None
+    path.write_text(json.dumps({"format": "thicket-throughput/1", "records": records + [
+        {**record, "contender": "vllm", "tokens_per_s": 3000.0}]}))
+    assert recorded_throughput("qwen2.5-3b-instruct", "h100", path, engine="vllm")["tokens_per_s"] == 3000.0
+    assert recorded_throughput("qwen2.5-3b-instruct", "h100", path)["tokens_per_s"] == 1200.0
     path.write_text("{not json")
     with pytest.raises(UserError, match="not a thicket-throughput/1 file"):
         recorded_throughput("qwen2.5-3b-instruct", "h100", path)
@@ -143,6 +148,28 @@ def test_plan_projects_a_paper_scale_gpu_run_from_shape_files_alone(data_dir, ca
     out = capsys.readouterr().out
     assert "P=3,085,938,688" in out and "| grpo | steps=" in out and "| randopt | N=5000 |" in out
     assert "ASSUMED" in out and "total projected wall time" in out
+
+
+def test_plan_counts_each_engines_memory_at_3b_on_an_h100(data_dir, capsys, monkeypatch):
+    """bf16 Qwen2.5-3B: the native engine holds weights + base copy + a batch's KV cache; vLLM
+    adds the Hugging Face copy, and its cache is what gpu_memory_utilization leaves (or kv_cache_gib)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    common = ["plan", "--task", "gsm8k", "--budget", "smoke", "--methods", "base", "--model",
+              "Qwen/Qwen2.5-3B-Instruct", "--gpus", "1", "--gpu", "h100", "--data-dir", data_dir]
+    weights = 3_085_938_688 * 2 / 2**30
+    assert main(common + ["--engine", "native"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "native engine" in line and f"weights {weights:.2f} GiB + base copy {weights:.2f} GiB" in line
+    assert main(common + ["--engine", "vllm", "--set", "engine.gpu_memory_utilization=0.5"]) == 0
+    out = capsys.readouterr().out
+    line = out.strip().splitlines()[-1]
+    cache = 0.5 * 80 - weights
+    assert f"Hugging Face copy {weights:.2f} GiB" in line and f"KV cache {cache:.2f} GiB" in line
+    assert f"= {3 * weights + cache:.2f} GiB" in line and "no vllm-engine throughput recorded" in out
+    assert main(common + ["--engine", "vllm", "--set", "engine.kv_cache_gib=4"]) == 0
+    assert "KV cache 4.00 GiB (engine.kv_cache_gib" in capsys.readouterr().out
+    assert main(common + ["--engine", "native", "--set", "engine.kv_cache_gib=4"]) == 2
+    assert "apply to --engine vllm only" in capsys.readouterr().err
 
 
 def test_draft_members_changes_no_row(tiny_model_dir, tmp_path, monkeypatch, one_thread):

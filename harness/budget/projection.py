@@ -14,6 +14,14 @@ per item, and a wall-time projection from rates:
   from the peak and the assumed utilisation, and the output says so.
 
 Projections assume every sampled rollout as long as the calibration's greedy outputs.
+
+`--engine native|vllm|auto` picks the generation engine projected: with `--gpus`, the bench's
+records of that engine (`engine*` contenders for native, `vllm` for vLLM), and a memory line per
+device for either: the native engine holds the model and the base copy its members restore from
+plus its KV cache for one batch; the vLLM engine holds the harness's Hugging Face copy (TRL's
+trainers, the parameter layout), vLLM's own weights, the base copy inside vLLM's worker, and
+vLLM's KV cache (`engine.kv_cache_gib`, or what `engine.gpu_memory_utilization` leaves of the
+device after vLLM's weights).
 """
 from __future__ import annotations
 
@@ -37,6 +45,8 @@ SHAPES = REPO / "bench" / "shapes"
 RECORDED = REPO / "bench" / "recorded" / "throughput.json"  # written by bench/shapes.py
 PEAK_BF16 = {"h100": 989e12, "h200": 989e12, "a100": 312e12}
 """Dense bf16 tensor-core peaks (vendor datasheets), FLOP/s."""
+MEMORY_GIB = {"h100": 80, "h200": 141, "a100": 80}
+"""Device memory (vendor datasheets; the 80 GB parts of H100 and A100), GiB as the datasheets round."""
 ASSUMED_UTILISATION = 0.35
 """Model FLOP utilisation assumed where no throughput was recorded (an assumption, not a measurement)."""
 
@@ -107,9 +117,10 @@ def calibrate_here(sizing: Sizing, protocol) -> Rates:
                  f"batch of {len(prompts)} train prompts, one forward+backward of 4 sequences")
 
 
-def recorded_throughput(slug: str, kind: str, path: Path | None = None) -> dict | None:
-    """The fastest engine record of bench's GPU mode (format thicket-throughput/1, see
-    bench/shapes.py) for this model shape on a GPU whose name contains `kind` ("h100")."""
+def recorded_throughput(slug: str, kind: str, path: Path | None = None, engine: str = "native") -> dict | None:
+    """The fastest record of `engine` (native: the `engine*` contenders; vllm: `vllm`) of bench's
+    GPU mode (format thicket-throughput/1, see bench/shapes.py) for this model shape on a GPU whose
+    name contains `kind` ("h100")."""
     path = path or RECORDED
     if not path.is_file():
         return None
@@ -118,14 +129,19 @@ def recorded_throughput(slug: str, kind: str, path: Path | None = None) -> dict 
     except (json.JSONDecodeError, AttributeError) as exc:
         raise UserError(f"{path} is not a thicket-throughput/1 file ({exc}); rerun the GPU bench or delete it")
     mine = [r for r in records if r.get("shape") == slug and kind in str(r.get("device_name", "")).lower()
-            and str(r.get("contender", "")).startswith("engine") and r.get("tokens_per_s")]
+            and _engine_of(str(r.get("contender", ""))) == engine and r.get("tokens_per_s")]
     return max(mine, key=lambda r: r["tokens_per_s"], default=None)
 
 
-def gpu_rates(sizing: Sizing, name: str | None, gpus: int, gpu: str, recorded: Path | None = None) -> Rates:
+def _engine_of(contender: str) -> str | None:
+    return "vllm" if contender == "vllm" else "native" if contender.startswith("engine") else None
+
+
+def gpu_rates(sizing: Sizing, name: str | None, gpus: int, gpu: str, recorded: Path | None = None,
+              engine: str = "native") -> Rates:
     kind = gpu.lower()
     peak = PEAK_BF16.get(kind)
-    entry = recorded_throughput(model_slug(name), kind, recorded)
+    entry = recorded_throughput(model_slug(name), kind, recorded, engine)
     sequence_tokens = sizing.prompts().mean_len + sizing.max_new_tokens
     if entry:
         per_sequence = sequence_tokens / entry["tokens_per_s"] / gpus
@@ -134,7 +150,7 @@ def gpu_rates(sizing: Sizing, name: str | None, gpus: int, gpu: str, recorded: P
                   f"{entry.get('members_in_flight', 1)} member(s) in flight, no early stop)")
     elif peak:
         per_sequence = 2.0 * sizing.n_params * sequence_tokens / (peak * ASSUMED_UTILISATION) / gpus
-        source = f"no throughput recorded for {model_slug(name)} on {kind}: generation ASSUMED at " \
+        source = f"no {engine}-engine throughput recorded for {model_slug(name)} on {kind}: generation ASSUMED at " \
                  f"{ASSUMED_UTILISATION:.0%} of the bf16 peak"
     else:
         raise UserError(f"--gpu {gpu!r}: no recorded throughput and no known peak; known: {', '.join(PEAK_BF16)}")
@@ -143,9 +159,29 @@ def gpu_rates(sizing: Sizing, name: str | None, gpus: int, gpu: str, recorded: P
                  f"peak; linear scaling over {gpus} GPU(s)")
 
 
-def print_plan(protocol, methods, settings, budget_flops, seeds, gpus, gpu) -> int:
+def plan_engine(name: str, projected_gpu: bool) -> str:
+    """The engine a plan projects: `auto` as `compare` would choose on the projected machine (a GPU
+    projection takes vLLM where it is installed here); `vllm` need not be installed to be planned."""
+    from harness.engine.select import ENGINES, choose
+
+    if name == "auto":
+        return choose(name, gpu=projected_gpu or None)
+    if name not in ENGINES:
+        choose(name)  # the one-line error
+    return name
+
+
+def print_plan(protocol, methods, settings, budget_flops, seeds, gpus, gpu, engine: str = "auto") -> int:
+    from harness.config import method_config
+    from harness.engine.select import check_settings, engine_settings
+    from harness.engine.vllm import Settings as VLLMSettings
+
     if (gpus is None) != (gpu is None):
         raise UserError("--gpus and --gpu go together, e.g. --gpus 8 --gpu h100")
+    engine_set, settings = engine_settings(settings)
+    engine = plan_engine(engine, gpus is not None)
+    check_settings(engine, engine_set)
+    vllm_settings = method_config(VLLMSettings, "engine", protocol.budget, engine_set) if engine == "vllm" else None
     task = get_task(protocol.task)
     plugins, _ = resolve(protocol, methods, settings)
     train, n_test = train_items(task, protocol), len(test_items(task, protocol))
@@ -154,9 +190,41 @@ def print_plan(protocol, methods, settings, budget_flops, seeds, gpus, gpu) -> i
     sizing = Sizing(None, probe.n_params, probe.skeleton, probe.tokenizer, task, protocol, train, max_new)
     sizing.budget_flops = budget_flops if budget_flops is not None else matched_budget(sizing, settings)
     plans = plan_methods(plugins, sizing)
-    rates = gpu_rates(sizing, protocol.model, gpus, gpu) if gpus else calibrate_here(sizing, protocol)
+    rates = gpu_rates(sizing, protocol.model, gpus, gpu, engine=engine) if gpus else calibrate_here(sizing, protocol)
     print(plan_table(plans, sizing, rates, n_test, seeds, probe))
+    print(memory_line(sizing, probe, engine, vllm_settings, gpu))
     return 0
+
+
+def memory_line(sizing: Sizing, probe: Probe, engine: str, settings=None, gpu: str | None = None) -> str:
+    """What one process holds on its device for generation, by engine (bf16 on a GPU, fp32 on CPU)."""
+    width = 2 if gpu else 4
+    weights = sizing.n_params * width
+    config = probe.config
+    layers = getattr(config, "num_hidden_layers", 0)
+    heads = getattr(config, "num_attention_heads", 1)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    per_token = 2 * layers * kv_heads * head_dim * width
+    tokens = sizing.protocol.batch_size * (sizing.prompts().max_len + sizing.max_new_tokens)
+    gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
+    device = f"{gpu.lower()} ({MEMORY_GIB.get(gpu.lower(), '?')} GiB)" if gpu else "this machine"
+    if engine == "native":
+        cache = per_token * tokens
+        return (f"memory per process on {device}, native engine: weights {gib(weights)} + base copy {gib(weights)} + "
+                f"KV cache {gib(cache)} (a batch of {sizing.protocol.batch_size}) = {gib(2 * weights + cache)}")
+    if settings is not None and settings.kv_cache_gib is not None:
+        cache, how = settings.kv_cache_gib * 2**30, "engine.kv_cache_gib"
+    elif gpu and gpu.lower() in MEMORY_GIB:
+        utilisation = settings.gpu_memory_utilization if settings else 0.45
+        cache = max(0.0, utilisation * MEMORY_GIB[gpu.lower()] * 2**30 - weights)
+        how = f"engine.gpu_memory_utilization={utilisation} of the device, less vLLM's weights"
+    else:
+        cache, how = 2**30, "1 GiB, the CPU default"
+    total = 3 * weights + cache
+    return (f"memory per process on {device}, vLLM engine: Hugging Face copy {gib(weights)} + vLLM's weights "
+            f"{gib(weights)} + base copy in vLLM {gib(weights)} + KV cache {gib(cache)} ({how}; "
+            f"{int(cache // per_token):,} tokens) = {gib(total)}")
 
 
 def _probe(name: str | None, config_only: bool) -> Probe:
