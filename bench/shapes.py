@@ -11,7 +11,9 @@ each. Random weights almost never emit EOS, so every row decodes to the full len
 are worst-case (no early stop) rates. Contenders, interleaved over `--rounds` after one
 warm-up round each: `bare` (`model.generate`, batch `--batch-size`), `engine` (the harness
 engine), on CUDA also `bare_static` (`model.generate` with transformers' static cache, which
-it compiles with CUDA graphs) and `engine_static` (the engine's passes decoded that way), and
+it compiles with CUDA graphs) and `engine_static` (the engine's passes decoded that way),
+`vllm` where vLLM is installed (the random model saved to a temporary folder and served by the
+harness's vLLM engine, `--engine vllm`; `thicket plan --engine vllm` reads these records), and
 `engine` with several members in flight (`--in-flight`: that many processes, each with its
 own model, sharing the device).
 
@@ -21,7 +23,7 @@ The records are merged into `--record` (default bench/recorded/throughput.json),
 and each record:
     shape, hub_id, n_params        which model shape (n_params counts tied weights once)
     device, device_name, dtype     "cuda" / torch.cuda.get_device_name(), e.g. "NVIDIA H100 80GB HBM3"
-    contender, members_in_flight   "bare" | "bare_static" | "engine" | "engine_static"; processes
+    contender, members_in_flight   "bare" | "bare_static" | "engine" | "engine_static" | "vllm"; processes
                                    sharing the device
     items, batch_size, prompt_tokens_mean, shared_prefix_tokens, new_tokens   the workload
     prefill_tokens_per_s           nominal prompt tokens per second (a 1-token generation)
@@ -44,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+from harness.engine.vllm import vllm_version
 from harness.budget.projection import RECORDED as DEFAULT_RECORD, SHAPES as SHAPES_DIR, shape_config as read_shape
 
 FORMAT = "thicket-throughput/1"
@@ -135,6 +138,39 @@ def measure(contender: str, model, tokenizer, prompts: list[str], args) -> dict:
             "tokens_per_s": (prompt_tokens + generated) / total, "seconds": total}
 
 
+def measure_vllm(model, tokenizer, prompts: list[str], args) -> dict:
+    """The vLLM engine's prefill and end-to-end rates on the same workload (median rounds), with
+    its start-up seconds; the model is saved to a temporary folder for vLLM to load."""
+    import tempfile
+
+    from harness.engine.select import open_vllm
+
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        start = time.perf_counter()
+        engine = open_vllm(folder, model, tokenizer, 0, None, max(len(tokenizer(p).input_ids) for p in prompts)
+                           + args.new_tokens, args.batch_size)
+        start_seconds = time.perf_counter() - start
+    prepared = engine.prepare(prompts)
+    prompt_tokens = sum(len(p) for p in prepared)
+    times: dict[int, list[float]] = {1: [], args.new_tokens: []}
+    generated = 0
+    for r in range(args.rounds + 1):  # round 0 warms up
+        for new in times:
+            start = time.perf_counter()
+            tokens = sum(c.new_tokens for c in engine.generate(prepared, new))
+            if r:
+                times[new].append(time.perf_counter() - start)
+                generated = tokens if new > 1 else generated
+    prefill, total = statistics.median(times[1]), statistics.median(times[args.new_tokens])
+    engine.close()
+    return {"prompt_tokens_mean": prompt_tokens / len(prompts), "shared_prefix_tokens": 0,
+            "prefill_tokens_per_s": prompt_tokens / prefill,
+            "decode_tokens_per_s": (generated - len(prompts)) / max(total - prefill, 1e-9),
+            "tokens_per_s": (prompt_tokens + generated) / total, "seconds": total, "start_seconds": start_seconds}
+
+
 def sync(model) -> None:
     if model.device.type == "cuda":
         torch.cuda.synchronize()
@@ -189,7 +225,8 @@ def parse(argv):
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--contenders", default="bare,engine" + (",bare_static,engine_static" if cuda else ""))
+    ap.add_argument("--contenders", default="bare,engine" + (",bare_static,engine_static" if cuda else "")
+                    + (",vllm" if vllm_version() else ""))
     ap.add_argument("--in-flight", default="1,2,4" if cuda else "1", help="members per device to try (engine)")
     ap.add_argument("--record", default=str(DEFAULT_RECORD))
     return ap.parse_args(argv)
@@ -205,7 +242,8 @@ def main(argv=None) -> dict:
         for contender in args.contenders.split(","):
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
-            rates = measure(contender, model, tokenizer, prompts, args)
+            rates = measure_vllm(model, tokenizer, prompts, args) if contender == "vllm" else \
+                measure(contender, model, tokenizer, prompts, args)
             records.append({**base, "contender": contender, "members_in_flight": 1, **rates, **memory(args.device)})
             print(json.dumps(records[-1]), flush=True)
         del model

@@ -131,20 +131,41 @@ def test_members_with_vllm_multiprocessing_on(tiny64, tmp_path):
 
 
 def test_compare_with_vllm_gives_the_native_engine_s_greedy_rows(tiny64, tmp_path):
-    """Greedy rows (base, randopt, es) are the same on both engines; sampled rows (self-consistency)
-    differ by construction (vLLM seeds each request, the native engine one generator a call)."""
+    """Greedy rows (base, randopt, es) are the same on both engines, and with two processes under
+    `accelerate launch` (one vLLM engine each, every process its share of the members); sampled
+    rows (self-consistency) differ by construction (vLLM seeds each request, the native engine one
+    generator a call)."""
     rows = {}
-    for engine in ("native", "vllm"):
-        args = [sys.executable, "-m", "harness.cli", "compare", "--task", "arith", "--model", tiny64, "--budget",
-                "smoke", "--n-train", "4", "--n-test", "16", "--max-new-tokens", "6", "--k", "1,3", "--methods",
-                "base,randopt,es", "--set", "randopt.population=4", "--set", "es.population=3",
-                "--results", str(tmp_path / engine), "--engine", engine]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "harness.cli"]
+    for name, engine, command in (("native", "native", [sys.executable, "-m", "harness.cli"]),
+                                  ("vllm", "vllm", [sys.executable, "-m", "harness.cli"]),
+                                  ("vllm_2proc", "vllm", launch)):
+        args = command + ["compare", "--task", "arith", "--model", tiny64, "--budget",
+                          "smoke", "--n-train", "4", "--n-test", "16", "--max-new-tokens", "6", "--k", "1,3",
+                          "--methods", "base,randopt,es", "--set", "randopt.population=4", "--set", "es.population=3",
+                          "--results", str(tmp_path / name), "--engine", engine]
+        # one process: vLLM in-process (make test-vllm); two: the engine turns multiprocessing on
         out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=900,
                              env={**os.environ, "WANDB_MODE": "disabled"})
-        assert out.returncode == 0, out.stderr[-2000:]
-        summary = next((tmp_path / engine / "arith").glob("*/summary.json"))
-        rows[engine] = [(r["label"], r["accuracy"], r["train_flops"], r["test_flops"])
-                        for r in json.loads(summary.read_text())]
+        assert out.returncode == 0, out.stderr[-3000:]
+        summary = next((tmp_path / name / "arith").glob("*/summary.json"))
+        rows[name] = [(r["label"], r["accuracy"], r["train_flops"], r["test_flops"])
+                      for r in json.loads(summary.read_text())]
         config = json.loads((summary.parent / "config.json").read_text())
         assert config["engine"]["name"] == engine
     assert rows["vllm"] == rows["native"]
+    assert rows["vllm_2proc"] == rows["vllm"]
+
+
+def test_the_gpu_bench_measures_the_vllm_engine(tiny64):
+    """bench/shapes.py's vllm contender (what `thicket plan --engine vllm` reads on a GPU) runs
+    and closes its engine; here on CPU with the tiny model."""
+    from argparse import Namespace
+
+    from bench.shapes import measure_vllm
+
+    model, tokenizer = load_model(tiny64)
+    prompts = [render(tokenizer, it.messages) for it in ARITH.load("test", None)[:8]]
+    rates = measure_vllm(model, tokenizer, prompts, Namespace(new_tokens=4, batch_size=8, rounds=1))
+    assert rates["tokens_per_s"] > 0 and rates["prefill_tokens_per_s"] > 0 and rates["start_seconds"] > 0

@@ -14,6 +14,9 @@ the model. What keeps rows comparable with the native engine:
 Sampled outputs differ from the native engine's: vLLM seeds a generator per request
 (`seed + item index`), the native engine draws from one generator for the whole call.
 
+Several processes (`accelerate launch`, NPROC=N): one engine per process, on its own device,
+scoring its share of the members (`one_engine_per_process`).
+
 Settings (`--set engine.NAME=VALUE`): see `Settings`. Tensor parallelism is refused for now: a
 worker holds a shard of each fused tensor, and the member mapping is written for whole tensors.
 """
@@ -138,6 +141,18 @@ class VLLMEngine:
     def weights(self) -> VLLMWeights:
         return self._weights
 
+    def close(self) -> None:
+        """Stop vLLM's engine and free its memory (the GPU bench starts one per model shape)."""
+        import gc
+
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self.llm = self._weights = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     @property
     def n_params(self) -> int:
         return self._weights.n_params
@@ -170,10 +185,26 @@ class VLLMEngine:
         return completions
 
 
+def one_engine_per_process(settings: Settings) -> None:
+    """Under `accelerate launch` every process owns one vLLM engine: vLLM's engine core runs in a
+    child of each process (multiprocessing on), so it starts its own one-process world instead of
+    joining the harness's process group, and on GPUs the child sees only this process's device."""
+    if settings.multiprocessing is False:
+        raise UserError(f"engine.multiprocessing=false with {dist.world()} processes: each process's vLLM must run "
+                        "in its own child (leave engine.multiprocessing unset, or run one process)")
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
+    if torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices[torch.cuda.current_device()]
+
+
 def start(model_path: str, dtype: torch.dtype, seed: int, settings: Settings, max_model_len: int):
     """One `vllm.LLM` with thicket's worker extension; every way it fails is one line with the fix."""
     cpu = not torch.cuda.is_available()
-    if settings.multiprocessing is not None:
+    if dist.world() > 1:
+        one_engine_per_process(settings)
+    elif settings.multiprocessing is not None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if settings.multiprocessing else "0"
     if cpu:  # vLLM's CPU worker runs torch on one thread unless told otherwise
         os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
