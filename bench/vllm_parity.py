@@ -50,9 +50,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--task", default="arith")
     ap.add_argument("--items", type=int, default=None, help="first N test items (default: all)")
     ap.add_argument("--members", default=DEFAULT_MEMBERS)
+    ap.add_argument("--no-base", action="store_true", help="perturbed members only")
     ap.add_argument("--out", default=str(Path(__file__).with_name("vllm_parity.json")))
     args = ap.parse_args(argv)
-    members = [None] + parse_members(args.members)
+    members = ([] if args.no_base else [None]) + parse_members(args.members)
     task = get_task(args.task)
     items = task.load("test", None)[:args.items]
     model, tokenizer = load_model(args.model)
