@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -60,3 +61,17 @@ def test_a_run_remembers_its_engine_and_refuses_another(tiny_model_dir, tmp_path
     err = capsys.readouterr().err
     assert err.startswith("thicket: error: ") and "was computed with --engine native" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_several_processes_each_run_vllm_in_its_own_child(monkeypatch):
+    """Under accelerate launch vLLM must not join the harness's process group: multiprocessing is
+    forced on, and asking for it off is a one-line error naming the fix."""
+    from harness.engine import vllm as vllm_engine
+    from harness.runs import distributed as dist
+
+    monkeypatch.setattr(dist, "world", lambda: 2)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    with pytest.raises(UserError, match="engine.multiprocessing=false with 2 processes"):
+        vllm_engine.one_engine_per_process(vllm_engine.Settings(multiprocessing=False))
+    vllm_engine.one_engine_per_process(vllm_engine.Settings())
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
