@@ -33,12 +33,12 @@ ALTERNATIVES = {
 
 
 class EngineRun:
-    """The harness engine on one workload's prepared batches."""
+    """A harness engine (native, or vLLM: no shared prefix of its own) on one workload's prepared batches."""
 
-    def __init__(self, engine: NativeEngine, prompts: list[str], max_new_tokens: int, draft=None):
+    def __init__(self, engine, prompts: list[str], max_new_tokens: int, draft=None):
         self.engine, self.max_new_tokens, self.draft = engine, max_new_tokens, draft
         self.batches = engine.prepare(prompts)
-        self.prefix_length = engine.shared_prefix(prompt_lists(self.batches))
+        self.prefix_length = engine.shared_prefix(prompt_lists(self.batches)) if isinstance(engine, NativeEngine) else 0
 
     def __call__(self) -> list[Output]:
         return [Output(c.text, list(c.token_ids), c.prompt_tokens)
@@ -84,18 +84,6 @@ def continuous_batching_run(model, tokenizer, prompts: list[str], max_new_tokens
     return run
 
 
-class VLLMRun:
-    """The vLLM engine on one workload (started once per bench: `start_seconds`)."""
-
-    def __init__(self, engine, prompts: list[str], max_new_tokens: int):
-        self.engine, self.max_new_tokens = engine, max_new_tokens
-        self.prepared = engine.prepare(prompts)
-
-    def __call__(self) -> list[Output]:
-        return [Output(c.text, list(c.token_ids), c.prompt_tokens)
-                for c in self.engine.generate(self.prepared, self.max_new_tokens)]
-
-
 def start_vllm(model, tokenizer, model_path: str, loads: list[Workload], member: tuple, batch_size: int):
     """(vLLM engine with `member` applied, start-up seconds); its KV cache and length sized for
     the longest workload. (On CPU vLLM binds torch's threads to cores for the process.)"""
@@ -134,7 +122,7 @@ def contenders(model, tokenizer, load: Workload, batch_size: int, alternatives: 
         runs["engine_draft"] = EngineRun(NativeEngine(model, tokenizer, batch_size), load.prompts, load.max_new_tokens,
                                          draft)
     if vllm is not None:
-        runs["vllm"] = VLLMRun(vllm, load.prompts, load.max_new_tokens)
+        runs["vllm"] = EngineRun(vllm, load.prompts, load.max_new_tokens)
     # on CPU continuous batching is several times slower: timed on the short workload only
     if "generate_batch" in names and load.max_new_tokens <= 32:
         runs["generate_batch"] = continuous_batching_run(model, tokenizer, load.prompts, load.max_new_tokens)

@@ -119,6 +119,13 @@ def measure(contender: str, model, tokenizer, prompts: list[str], args) -> dict:
             return sum(c.new_tokens for c in engine.generate(batches, new))
         return sum(len(t) for t in bare_generate(model, tokenizer, prompts, new, args.batch_size, **extra))
 
+    shared = engine.shared_prefix(prompt_lists(batches)) if contender == "engine" else 0
+    return {**rates(run, model, prompt_tokens, len(prompts), args), "shared_prefix_tokens": shared}
+
+
+def rates(run, model, prompt_tokens: int, items: int, args) -> dict:
+    """Prefill rate (`run(1)`: a 1-token generation) and end-to-end rate (`run(new_tokens)`) of
+    a contender, median rounds after one warm-up round; `run(new)` returns the tokens generated."""
     times: dict[int, list[float]] = {1: [], args.new_tokens: []}
     generated = 0
     for r in range(args.rounds + 1):  # round 0 warms up (and compiles, for bare_static)
@@ -131,10 +138,8 @@ def measure(contender: str, model, tokenizer, prompts: list[str], args) -> dict:
                 times[new].append(time.perf_counter() - start)
                 generated = tokens if new > 1 else generated
     prefill, total = statistics.median(times[1]), statistics.median(times[args.new_tokens])
-    return {"prompt_tokens_mean": prompt_tokens / len(prompts), "shared_prefix_tokens": engine.shared_prefix(
-                prompt_lists(batches)) if contender == "engine" else 0,
-            "prefill_tokens_per_s": prompt_tokens / prefill,
-            "decode_tokens_per_s": (generated - len(prompts)) / max(total - prefill, 1e-9),
+    return {"prompt_tokens_mean": prompt_tokens / items, "prefill_tokens_per_s": prompt_tokens / prefill,
+            "decode_tokens_per_s": (generated - items) / max(total - prefill, 1e-9),
             "tokens_per_s": (prompt_tokens + generated) / total, "seconds": total}
 
 
@@ -153,22 +158,10 @@ def measure_vllm(model, tokenizer, prompts: list[str], args) -> dict:
                            + args.new_tokens, args.batch_size)
         start_seconds = time.perf_counter() - start
     prepared = engine.prepare(prompts)
-    prompt_tokens = sum(len(p) for p in prepared)
-    times: dict[int, list[float]] = {1: [], args.new_tokens: []}
-    generated = 0
-    for r in range(args.rounds + 1):  # round 0 warms up
-        for new in times:
-            start = time.perf_counter()
-            tokens = sum(c.new_tokens for c in engine.generate(prepared, new))
-            if r:
-                times[new].append(time.perf_counter() - start)
-                generated = tokens if new > 1 else generated
-    prefill, total = statistics.median(times[1]), statistics.median(times[args.new_tokens])
+    out = rates(lambda new: sum(c.new_tokens for c in engine.generate(prepared, new)), model,
+                sum(len(p) for p in prepared), len(prompts), args)
     engine.close()
-    return {"prompt_tokens_mean": prompt_tokens / len(prompts), "shared_prefix_tokens": 0,
-            "prefill_tokens_per_s": prompt_tokens / prefill,
-            "decode_tokens_per_s": (generated - len(prompts)) / max(total - prefill, 1e-9),
-            "tokens_per_s": (prompt_tokens + generated) / total, "seconds": total, "start_seconds": start_seconds}
+    return {**out, "shared_prefix_tokens": 0, "start_seconds": start_seconds}
 
 
 def sync(model) -> None:

@@ -171,15 +171,12 @@ def test_the_gpu_bench_measures_the_vllm_engine(tiny64):
     assert rates["tokens_per_s"] > 0 and rates["prefill_tokens_per_s"] > 0 and rates["start_seconds"] > 0
 
 
-def test_the_cpu_bench_races_vllm_on_both_workloads(tiny64, tmp_path, capsys):
+def test_the_cpu_bench_races_vllm_on_both_workloads(tiny64, data_dir, tmp_path, capsys):
     """`make bench` (in .venv-vllm) adds the vLLM contender's keys to the one-line JSON; on the
     same member its greedy outputs are bare generate's."""
     from bench import throughput
 
-    data = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not data.is_dir():
-        pytest.skip(f"offline data not found at {data}")
-    headline = throughput.main(["--model", tiny64, "--data-dir", str(data), "--arith-items", "6", "--gsm8k-items", "3",
+    headline = throughput.main(["--model", tiny64, "--data-dir", data_dir, "--arith-items", "6", "--gsm8k-items", "3",
                                 "--gsm8k-tokens", "6", "--rounds", "1,1", "--vllm", "on", "--out",
                                 str(tmp_path / "results.json")])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == headline

@@ -198,14 +198,11 @@ def print_plan(protocol, methods, settings, budget_flops, seeds, gpus, gpu, engi
 
 def memory_line(sizing: Sizing, probe: Probe, engine: str, settings=None, gpu: str | None = None) -> str:
     """What one process holds on its device for generation, by engine (bf16 on a GPU, fp32 on CPU)."""
+    from harness.engine.kvcache import config_kv_bytes_per_token
+
     width = 2 if gpu else 4
     weights = sizing.n_params * width
-    config = probe.config
-    layers = getattr(config, "num_hidden_layers", 0)
-    heads = getattr(config, "num_attention_heads", 1)
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    per_token = 2 * layers * kv_heads * head_dim * width
+    per_token = config_kv_bytes_per_token(probe.config, width)
     tokens = sizing.protocol.batch_size * (sizing.prompts().max_len + sizing.max_new_tokens)
     gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
     device = f"{gpu.lower()} ({MEMORY_GIB.get(gpu.lower(), '?')} GiB)" if gpu else "this machine"

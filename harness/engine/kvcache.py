@@ -128,10 +128,15 @@ def prefix_keys_values(model, prefix_ids: torch.Tensor) -> list[tuple[torch.Tens
 
 def kv_bytes_per_token(model) -> int:
     """Cache bytes one token takes across all layers (keys and values)."""
-    text = model.config.get_text_config()
+    return config_kv_bytes_per_token(model.config, model.dtype.itemsize)
+
+
+def config_kv_bytes_per_token(config, itemsize: int) -> int:
+    """The same from a model's config alone, at `itemsize` bytes a value (thicket plan: no weights)."""
+    text = config.get_text_config()
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
-    return 2 * text.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
+    return 2 * text.num_hidden_layers * kv_heads * head_dim * itemsize
 
 
 def n_layers(model) -> int:
