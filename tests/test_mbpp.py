@@ -3,6 +3,7 @@ sandbox (the real reference solutions of the 200 train tasks pass, of all 974 in
 but tasks 367 and 927; wrong ones fail, and so do programs that fake a pass, with their reason)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -128,7 +129,10 @@ def test_all_974_reference_solutions_pass_but_the_two_whose_setup_needs_them(dat
     rows = [json.loads(line) for line in open(f"{data_dir}/mbpp/mbpp.jsonl", encoding="utf-8")]
     programs = [mbpp.program(normalize_code(r["code"]), {"test_setup_code": r["test_setup_code"] or "",
                                                           "test_list": r["test_list"]}) for r in rows]
-    failing = {r["task_id"]: out.reason for r, out in zip(rows, run_all(programs, mbpp.LIMITS)) if not out.passed}
+    # what is checked here is the checker, not this machine's speed: task 123's reference takes 6.6 s
+    # for one assert on a slow day (amicable_numbers_sum(9999)), past the 5 s scoring limit
+    generous = dataclasses.replace(mbpp.LIMITS, seconds=60.0)
+    failing = {r["task_id"]: out.reason for r, out in zip(rows, run_all(programs, generous)) if not out.passed}
     assert failing == {367: "the code: raised NameError: name 'Node' is not defined",
                        927: "the code: raised NameError: name 'Node' is not defined"}
 
