@@ -27,7 +27,11 @@ endif
 
 ifeq ($(ENGINE),vllm)
 # the vLLM engine runs in its own environment (README "Why these pins"), from this checkout
+ifeq ($(NPROC),1)
 THICKET := $(VLLM_VENV_DIR)/bin/python -m harness.cli
+else
+THICKET := $(VLLM_VENV_DIR)/bin/python -m accelerate.commands.launch --multi_gpu --num_processes $(NPROC) -m harness.cli
+endif
 COMPARE_ENV := install-vllm
 endif
 
