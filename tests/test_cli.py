@@ -172,6 +172,26 @@ def test_plan_counts_each_engines_memory_at_3b_on_an_h100(data_dir, capsys, monk
     assert "apply to --engine vllm only" in capsys.readouterr().err
 
 
+def test_plan_splits_vllm_s_weights_over_tensor_parallel_devices(data_dir, capsys, monkeypatch):
+    """engine.tensor_parallel_size=2: vLLM's weights and the base copy are halved per device, the
+    Hugging Face copy stays whole on the first device, and each device caches its share of heads."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    common = ["plan", "--task", "gsm8k", "--budget", "smoke", "--methods", "base", "--model",
+              "Qwen/Qwen2.5-3B-Instruct", "--gpus", "2", "--gpu", "h100", "--data-dir", data_dir, "--engine", "vllm",
+              "--set", "engine.gpu_memory_utilization=0.5"]
+    weights = 3_085_938_688 * 2 / 2**30
+    assert main(common + ["--set", "engine.tensor_parallel_size=2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    cache = 0.5 * 80 - weights / 2
+    assert f"Hugging Face copy {weights:.2f} GiB + vLLM's weights {weights / 2:.2f} GiB" in line
+    assert f"KV cache {cache:.2f} GiB" in line and f"= {2 * weights + cache:.2f} GiB" in line
+    assert f"each other one holds {weights + cache:.2f} GiB" in line
+    # Qwen2.5-3B caches 2 (k, v) x 36 layers x 2 kv heads x 128 x 2 bytes = 36,864 bytes a token; one kv head a device
+    assert f"; {int(cache * 2**30 // (36_864 / 2)):,} tokens)" in line
+    assert main(common + ["--set", "engine.tensor_parallel_size=0"]) == 2
+    assert "engine.tensor_parallel_size=0: must be >= 1" in capsys.readouterr().err
+
+
 def test_draft_members_changes_no_row(tiny_model_dir, tmp_path, monkeypatch, one_thread):
     """With Engine.draft_members on, the session keeps the base's train completions (also on a
     resumed run) and member scoring uses them as drafts: the same rows as without."""

@@ -130,6 +130,68 @@ def test_members_with_vllm_multiprocessing_on(tiny64, tmp_path):
     assert "RESULT true" in out.stdout, out.stderr[-2000:]
 
 
+TENSOR_PARALLEL = """
+import json, sys
+sys.path.insert(0, {root!r})
+from harness.config import protocol_from
+from harness.engine.interface import render
+from harness.engine.model import load_model
+from harness.engine.native import NativeEngine
+from harness.engine.select import open_engine
+from harness.engine.vllm import Settings
+from harness.engine.vllm_worker import tensor_digest
+from tasks.arith import TASK as ARITH
+
+if __name__ == "__main__":  # vLLM spawns its tensor-parallel workers: the guard is required
+    model, tokenizer = load_model({model!r})
+    vllm = open_engine("vllm", protocol_from("arith", "smoke", model={model!r}), model, tokenizer,
+                       Settings(tensor_parallel_size=2), 128)
+    native = NativeEngine(model, tokenizer, 32)
+    ours = lambda: {{n: tensor_digest(p) for n, p in native.weights.params}}
+    texts = [render(tokenizer, it.messages) for it in ARITH.load("test", None)[:32]]
+    base = vllm.weights.digests()
+    checks = {{"workers": vllm.weights.workers, "n_params": vllm.n_params == native.n_params, "base": base == ours()}}
+    for seed, mode in ((11, "iid"), (12, "released")):
+        vllm.weights.apply(seed, 0.05, mode)
+        native.weights.apply(seed, 0.05, mode)
+        moved = vllm.weights.digests()
+        checks[mode] = moved == ours() and all(moved[n] != base[n] for n in base)
+        a, b = vllm.generate(vllm.prepare(texts), 8), native.generate(native.prepare(texts), 8)
+        checks[mode + "_outputs"] = [c.token_ids for c in a] == [c.token_ids for c in b]
+        vllm.weights.restore()
+        native.weights.restore()
+    terms = [(1, 0.7, "iid"), (2, -1.3, "released")]
+    vllm.weights.add_noise_sum(terms, 0.01)
+    native.weights.add_noise_sum(terms, 0.01)
+    vllm.weights.save_file({weights!r})
+    vllm.weights.restore()
+    vllm.weights.load_file({weights!r})
+    checks["es_sum_save_load"] = vllm.weights.digests() == ours()
+    for i in range(100):
+        vllm.weights.apply(1000 + i, 0.003, ("iid", "released")[i % 2])
+    vllm.weights.restore()
+    checks["restore"] = vllm.weights.digests() == base
+    print("RESULT", json.dumps(checks))
+"""
+
+
+def test_tensor_parallel_members_are_the_native_engine_s_weights(tiny64, tmp_path):
+    """engine.tensor_parallel_size=2 on CPU (a core per worker): each worker holds a shard of the
+    tiny Llama (q/k/v and gate/up rows, o/down columns, half the padded vocabulary; its one k/v head
+    repeated on both), draws each member's whole noise and adds its block; gathered, the weights
+    equal the native engine's bit for bit for both noise modes, every parameter moves, greedy
+    outputs are equal, the ES sum saves (gathered) and loads back, and 100 cycles restore exactly."""
+    script = tmp_path / "tp.py"
+    script.write_text(TENSOR_PARALLEL.format(root=str(ROOT), model=tiny64, weights=str(tmp_path / "w.safetensors")))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"})
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line is not None, out.stderr[-3000:]
+    checks = json.loads(line.removeprefix("RESULT "))
+    assert checks.pop("workers") == 2
+    assert all(checks.values()), checks
+
+
 def test_compare_with_vllm_gives_the_native_engine_s_greedy_rows(tiny64, tmp_path):
     """Greedy rows (base, randopt, es) are the same on both engines, and with two processes under
     `accelerate launch` (one vLLM engine each, every process its share of the members); sampled

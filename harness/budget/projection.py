@@ -21,7 +21,8 @@ device for either: the native engine holds the model and the base copy its membe
 plus its KV cache for one batch; the vLLM engine holds the harness's Hugging Face copy (TRL's
 trainers, the parameter layout), vLLM's own weights, the base copy inside vLLM's worker, and
 vLLM's KV cache (`engine.kv_cache_gib`, or what `engine.gpu_memory_utilization` leaves of the
-device after vLLM's weights).
+device after vLLM's weights). With `engine.tensor_parallel_size=T`, vLLM's weights and the base
+copy are split over T devices; the Hugging Face copy stays whole on the process's first device.
 """
 from __future__ import annotations
 
@@ -210,18 +211,26 @@ def memory_line(sizing: Sizing, probe: Probe, engine: str, settings=None, gpu: s
         cache = per_token * tokens
         return (f"memory per process on {device}, native engine: weights {gib(weights)} + base copy {gib(weights)} + "
                 f"KV cache {gib(cache)} (a batch of {sizing.protocol.batch_size}) = {gib(2 * weights + cache)}")
+    tp = settings.tensor_parallel_size if settings else 1
+    shard = weights / tp  # vLLM's weights and the base copy are split over the tensor-parallel devices
+    kv_heads = getattr(probe.config, "num_key_value_heads", None) or getattr(probe.config, "num_attention_heads", 1)
+    per_token /= min(tp, kv_heads)  # each device caches its share of the k/v heads (repeated past kv_heads)
     if settings is not None and settings.kv_cache_gib is not None:
         cache, how = settings.kv_cache_gib * 2**30, "engine.kv_cache_gib"
     elif gpu and gpu.lower() in MEMORY_GIB:
         utilisation = settings.gpu_memory_utilization if settings else 0.45
-        cache = max(0.0, utilisation * MEMORY_GIB[gpu.lower()] * 2**30 - weights)
+        cache = max(0.0, utilisation * MEMORY_GIB[gpu.lower()] * 2**30 - shard)
         how = f"engine.gpu_memory_utilization={utilisation} of the device, less vLLM's weights"
     else:
         cache, how = 2**30, "1 GiB, the CPU default"
-    total = 3 * weights + cache
-    return (f"memory per process on {device}, vLLM engine: Hugging Face copy {gib(weights)} + vLLM's weights "
-            f"{gib(weights)} + base copy in vLLM {gib(weights)} + KV cache {gib(cache)} ({how}; "
+    total = weights + 2 * shard + cache
+    line = (f"memory per process on {device}, vLLM engine: Hugging Face copy {gib(weights)} + vLLM's weights "
+            f"{gib(shard)} + base copy in vLLM {gib(shard)} + KV cache {gib(cache)} ({how}; "
             f"{int(cache // per_token):,} tokens) = {gib(total)}")
+    if tp > 1:
+        line += (f", on the first of its {tp} tensor-parallel devices; each other one holds {gib(2 * shard + cache)} "
+                 "(no Hugging Face copy)")
+    return line
 
 
 def _probe(name: str | None, config_only: bool) -> Probe:

@@ -76,17 +76,27 @@ def iter_noise(params, seed: int, mode: str, scratch: dict | None = None
 
 class Perturber:
     """Applies members' perturbations to one model in place and restores the base exactly: the
-    native engine's `harness.engine.interface.Weights`."""
+    native engine's `harness.engine.interface.Weights`.
+
+    `params[i]` may hold only a part of a parameter (a tensor-parallel shard inside vLLM's
+    workers, harness/engine/vllm_worker.py): the noise is always drawn for the whole parameter
+    (`noise_params`, what `iter_noise` draws in the native order) and `part(i, whole)` cuts out
+    the piece `params[i]` holds. Here every parameter is whole."""
 
     def __init__(self, model):
         self.params = parameters(model)
+        self.noise_params = self.params
         self.base = [p.detach().clone() for _, p in self.params]
         self.dirty = False
         self.scratch: dict = {}
 
+    def part(self, i: int, whole: torch.Tensor) -> torch.Tensor:
+        """The piece of `whole` (shaped like the whole parameter i) that `params[i]` holds."""
+        return whole
+
     @property
     def n_params(self) -> int:
-        return sum(p.numel() for _, p in self.params)
+        return sum(p.numel() for _, p in self.noise_params)
 
     def dtypes(self) -> dict:
         return {name: p.dtype for name, p in self.params}
@@ -107,10 +117,10 @@ class Perturber:
     @torch.no_grad()
     def add_noise(self, seed: int, sigma: float, mode: str) -> None:
         """theta <- theta + sigma * eps(seed), on top of the current weights."""
-        for indices, eps in iter_noise(self.params, seed, mode, self.scratch):
+        for indices, eps in iter_noise(self.noise_params, seed, mode, self.scratch):
             eps.mul_(sigma)  # sigma*eps first, then add: the authors' rounding order
             for i in indices:
-                self.params[i][1].add_(eps)
+                self.params[i][1].add_(self.part(i, eps))
         self.dirty = True
 
     @torch.no_grad()
@@ -121,10 +131,10 @@ class Perturber:
         for seed, coefficient, mode in terms:
             if coefficient == 0:
                 continue
-            for indices, eps in iter_noise(self.params, seed, mode, self.scratch):
+            for indices, eps in iter_noise(self.noise_params, seed, mode, self.scratch):
                 eps = eps.float()
                 for i in indices:
-                    acc[i].add_(eps, alpha=float(coefficient))
+                    acc[i].add_(self.part(i, eps), alpha=float(coefficient))
         for (_, p), a in zip(self.params, acc):
             p.add_(a.mul_(scale).to(p.dtype))
         self.dirty = True
@@ -136,18 +146,18 @@ class Perturber:
         self.dirty = False
 
     @torch.no_grad()
-    def load(self, tensors: list[torch.Tensor]) -> None:
-        """Set the weights to given tensors (e.g. a trained model), restorable like a member."""
-        for (_, p), t in zip(self.params, tensors):
-            p.copy_(t)
-        self.dirty = True
-
     def load_file(self, path: str) -> None:
-        """Load trained weights saved by `save_file` (safetensors, keyed by parameter name)."""
-        from safetensors.torch import load_file
+        """Load trained weights saved by `save_file` (safetensors, keyed by parameter name), one
+        tensor at a time; restorable like a member."""
+        from safetensors import safe_open
 
-        tensors = load_file(path)
-        self.load([tensors[name] for name, _ in self.params])
+        with safe_open(path, framework="pt") as f:
+            names = set(f.keys())
+            for i, (name, p) in enumerate(self.params):
+                if name not in names:
+                    raise ValueError(f"{path} has no tensor {name!r}: it was not saved from this model")
+                p.copy_(self.part(i, f.get_tensor(name)))
+        self.dirty = True
 
     @torch.no_grad()
     def add_adapter(self, path: str) -> None:
@@ -156,25 +166,32 @@ class Perturber:
         Restorable like a perturbation."""
         from harness.engine.adapters import lora_deltas
 
-        named = dict(self.params)
+        index = {name: i for i, (name, _) in enumerate(self.params)}
         for name, delta in lora_deltas(path):
-            if name not in named:
+            if name not in index:
                 raise ValueError(f"adapter {path} adapts {name!r}, which this model does not have")
-            named[name].add_(delta.to(named[name].device))  # in the weight's dtype, as peft's merge
+            p = self.params[index[name]][1]
+            p.add_(self.part(index[name], delta.to(p.device)))  # in the weight's dtype, as peft's merge
         self.dirty = True
 
     def save_file(self, path: str) -> None:
         """Save the current weights (every distinct parameter) for a later `load_file`."""
-        from safetensors.torch import save_file
-
-        from harness.runs import storage
-
-        need = sum(p.numel() * p.element_size() for _, p in self.params)
-        with storage.writing(path, need):
-            save_file({name: p.detach().contiguous().cpu() for name, p in self.params}, path)
+        save_tensors(path, self.params)
 
     @torch.no_grad()
     def rebase(self) -> None:
         """Adopt the current weights as the new base (ES after an update)."""
         self.base = [p.detach().clone() for _, p in self.params]
         self.dirty = False
+
+
+def save_tensors(path: str, named) -> None:
+    """Write [(name, tensor)] as one safetensors file; a full disk is a one-line error."""
+    from safetensors.torch import save_file
+
+    from harness.runs import storage
+
+    named = list(named)
+    need = sum(t.numel() * t.element_size() for _, t in named)
+    with storage.writing(path, need):
+        save_file({name: t.detach().contiguous().cpu() for name, t in named}, path)

@@ -17,12 +17,17 @@ Sampled outputs differ from the native engine's: vLLM seeds a generator per requ
 Several processes (`accelerate launch`, NPROC=N): one engine per process, on its own device,
 scoring its share of the members (`one_engine_per_process`).
 
-Settings (`--set engine.NAME=VALUE`): see `Settings`. Tensor parallelism is refused for now: a
-worker holds a shard of each fused tensor, and the member mapping is written for whole tensors.
+Tensor parallelism (`--set engine.tensor_parallel_size=T`, for a model one device cannot hold):
+vLLM shards each tensor over T workers; every worker draws each member's whole noise per Hugging
+Face parameter and adds its own block (harness/engine/vllm_worker.py), so a member is the same
+weights at any T. Saving weights (ES's checkpoints) and digests gather the blocks here.
+
+Settings (`--set engine.NAME=VALUE`): see `Settings`.
 """
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from importlib import metadata
 from dataclasses import asdict, dataclass
@@ -32,6 +37,7 @@ import torch
 
 from harness.engine.interface import Completion
 from harness.engine.native import _until_eos
+from harness.engine.perturb import save_tensors
 from harness.errors import UserError
 from harness.runs import distributed as dist
 
@@ -55,23 +61,33 @@ class Settings:
     sizing). None: 1 GiB on CPU (vLLM's CPU backend otherwise reserves a share of all memory),
     gpu_memory_utilization on a GPU."""
     tensor_parallel_size: int = 1
-    """GPUs per model; only 1 is supported (see the module docstring)."""
+    """Devices (GPUs; on CPU, groups of cores) per model: vLLM's tensor parallelism."""
 
     def __post_init__(self):
         if not 0 < self.gpu_memory_utilization <= 1:
             raise UserError(f"engine.gpu_memory_utilization={self.gpu_memory_utilization}: must be in (0, 1]")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise UserError(f"engine.max_model_len={self.max_model_len}: must be >= 2")
-        if self.tensor_parallel_size != 1:
-            raise UserError(f"engine.tensor_parallel_size={self.tensor_parallel_size}: the vLLM engine runs one "
-                            "GPU per model for now; shard the population over processes instead (NPROC=...)")
+        if self.tensor_parallel_size < 1:
+            raise UserError(f"engine.tensor_parallel_size={self.tensor_parallel_size}: must be >= 1 (devices per model)")
 
 
 class VLLMWeights:
-    """`harness.engine.interface.Weights` of a vLLM engine: every call runs in vLLM's workers."""
+    """`harness.engine.interface.Weights` of a vLLM engine: every call runs in vLLM's workers
+    (each tensor-parallel worker on its own block of every parameter)."""
 
-    def __init__(self, llm, n_params: int):
-        self.llm, self._n_params = llm, n_params
+    def __init__(self, llm, layout: list):
+        from harness.engine.vllm_worker import uncovered  # importing it patches vLLM's CPU layers: workers only
+
+        self.llm, self.layout = llm, [(name, tuple(shape)) for name, shape in layout]
+        held = self.llm.collective_rpc("thicket_setup", args=(layout,))
+        self.workers = len(held)
+        for i, (name, shape) in enumerate(self.layout):
+            missing = uncovered(shape, [rects[i] for rects in held])
+            if missing:
+                raise UserError(f"vLLM's {self.workers} worker(s) hold {missing} of the {math.prod(shape)} elements of "
+                                f"{name} nowhere: members cannot be mapped onto this model in vLLM; use --engine native")
+        self._n_params = sum(math.prod(shape) for _, shape in self.layout)
 
     def _rpc(self, method: str, *args):
         return self.llm.collective_rpc(method, args=args)[0]
@@ -112,7 +128,22 @@ class VLLMWeights:
         self._call("load_file", str(path))
 
     def save_file(self, path):
-        self._call("save_file", str(path))
+        if self.workers == 1:  # the worker writes it, no copy through this process
+            self._call("save_file", str(path))
+        else:
+            save_tensors(str(path), self.gathered())
+
+    def gathered(self):
+        """(Hugging Face name, whole tensor on the CPU) per parameter, assembled from every worker's
+        block: one parameter in flight at a time, the whole model in this process's memory once."""
+        from harness.engine.vllm_worker import from_bytes
+
+        dtypes = self.dtypes()
+        for i, (name, shape) in enumerate(self.layout):
+            whole = torch.empty(shape, dtype=dtypes[name])
+            for rect, data in self.llm.collective_rpc("thicket_piece", args=(i,)):
+                whole[tuple(slice(a, b) for a, b in rect)] = from_bytes(data, whole.dtype, rect)
+            yield name, whole
 
     def add_adapter(self, path):
         self._call("add_adapter", str(path))
@@ -122,7 +153,11 @@ class VLLMWeights:
 
     def digests(self) -> dict:
         """sha256 of every Hugging Face parameter's bytes inside vLLM (tests compare engines)."""
-        return self._rpc("thicket_digests")
+        from harness.engine.vllm_worker import tensor_digest
+
+        if self.workers == 1:
+            return self._rpc("thicket_digests")
+        return {name: tensor_digest(whole) for name, whole in self.gathered()}
 
 
 class VLLMEngine:
@@ -134,8 +169,10 @@ class VLLMEngine:
         `eos_ids`: the native engine's stop ids for this model, so both engines stop alike."""
         self.tokenizer, self.batch_size, self.settings, self.eos_ids = tokenizer, batch_size, settings, list(eos_ids)
         self.llm = start(model_path, dtype, seed, settings, max_model_len)
-        n_params = self.llm.collective_rpc("thicket_setup", args=(layout,))[0]
-        self._weights = VLLMWeights(self.llm, n_params)
+        try:
+            self._weights = VLLMWeights(self.llm, layout)
+        except ValueError as exc:  # a model whose parameters do not land in vLLM as blocks
+            raise UserError(f"vLLM engine: {exc}") from None
 
     @property
     def weights(self) -> VLLMWeights:
@@ -188,15 +225,50 @@ class VLLMEngine:
 def one_engine_per_process(settings: Settings) -> None:
     """Under `accelerate launch` every process owns one vLLM engine: vLLM's engine core runs in a
     child of each process (multiprocessing on), so it starts its own one-process world instead of
-    joining the harness's process group, and on GPUs the child sees only this process's device."""
+    joining the harness's process group."""
     if settings.multiprocessing is False:
         raise UserError(f"engine.multiprocessing=false with {dist.world()} processes: each process's vLLM must run "
                         "in its own child (leave engine.multiprocessing unset, or run one process)")
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
-    if torch.cuda.is_available():
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-        os.environ["CUDA_VISIBLE_DEVICES"] = devices[torch.cuda.current_device()]
+
+
+def local_index() -> int:
+    """This process's index on its machine (0 for a plain run)."""
+    s = dist.state()
+    return s.local_process_index if s else 0
+
+
+def own_devices(local: int, tp: int, available: list[str]) -> list[str]:
+    """The devices of this process's engine: process `local` on a machine takes the `tp`
+    consecutive ones from local * tp (one process per GPU at tp=1)."""
+    mine = available[local * tp:(local + 1) * tp]
+    if len(mine) < tp:
+        raise UserError(f"engine.tensor_parallel_size={tp}: process {local} on this machine needs devices "
+                        f"{local * tp}..{(local + 1) * tp - 1}, but only {len(available)} are there ({','.join(available)}); "
+                        "lower engine.tensor_parallel_size or the number of processes")
+    return mine
+
+
+def place(settings: Settings, cpu: bool) -> None:
+    """Give this process's engine its own devices: on GPUs through CUDA_VISIBLE_DEVICES (vLLM's
+    workers then use them all); on CPU each tensor-parallel worker gets its own cores
+    (VLLM_CPU_OMP_THREADS_BIND, unless set already: vLLM's automatic binding wants a NUMA node per worker)."""
+    tp, local = settings.tensor_parallel_size, local_index()
+    if not cpu:
+        if dist.world() > 1 or tp > 1:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            available = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(own_devices(local, tp, available))
+        return
+    if tp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        cores = sorted(os.sched_getaffinity(0))
+        share = len(cores) // (tp * max(dist.world(), 1))
+        if share < 1:
+            raise UserError(f"engine.tensor_parallel_size={tp} with {dist.world()} process(es) needs a core per worker; "
+                            f"this machine gives {len(cores)}: lower engine.tensor_parallel_size")
+        groups = [cores[i * share:(i + 1) * share] for i in range(len(cores) // share)]
+        mine = own_devices(local, tp, [",".join(map(str, g)) for g in groups])
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(mine)
 
 
 def start(model_path: str, dtype: torch.dtype, seed: int, settings: Settings, max_model_len: int):
@@ -206,6 +278,7 @@ def start(model_path: str, dtype: torch.dtype, seed: int, settings: Settings, ma
         one_engine_per_process(settings)
     elif settings.multiprocessing is not None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if settings.multiprocessing else "0"
+    place(settings, cpu)
     if cpu:  # vLLM's CPU worker runs torch on one thread unless told otherwise
         os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     kv_gib = settings.kv_cache_gib if settings.kv_cache_gib is not None else (1.0 if cpu else None)
