@@ -116,7 +116,9 @@ def probe_pieces(model, layout: list, packed: dict) -> list[Piece]:
     numbers + 1, then one of column numbers + 1 (expanded views: no copy of the parameter): the
     buffer then says which block of the parameter each local row holds, whatever vLLM fuses
     (q/k/v, gate/up), pads (the vocabulary) or shards (tensor parallelism). Exact up to 2^24 rows
-    or columns. Raises ValueError naming any parameter that does not land as one block."""
+    or columns. Cost, once at start: two float32 scratch copies of the target tensor per parameter,
+    on the host, one at a time (for a 7B model some tens of GB written to memory in all, not
+    measured). Raises ValueError naming any parameter that does not land as one block."""
     layout = [(name, tuple(shape)) for name, shape in layout]  # across processes tuples arrive as lists
     vllm_params = dict(model.named_parameters())
     pieces = []
