@@ -12,7 +12,7 @@ import torch
 from harness.engine.model import load_model
 from harness.engine.perturb import Perturber
 from harness.engine.vllm import Settings, own_devices, place
-from harness.engine.vllm_worker import Piece, ShardPerturber, block, check_rows, from_bytes, uncovered
+from harness.engine.vllm_worker import Piece, ShardPerturber, block, check_rows, from_bytes, to_bytes, uncovered
 from harness.errors import UserError
 
 
@@ -107,8 +107,7 @@ def gathered(workers, layout) -> dict:
     for worker in workers:
         for i, (name, _) in enumerate(layout):
             rect = worker.pieces[i].rect()
-            data = worker.params[i][1].contiguous().view(torch.uint8).numpy().tobytes()  # as thicket_piece sends it
-            wholes[name][worker.pieces[i].index] = from_bytes(data, torch.float32, rect)
+            wholes[name][worker.pieces[i].index] = from_bytes(to_bytes(worker.params[i][1]), torch.float32, rect)
     return wholes
 
 

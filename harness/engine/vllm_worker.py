@@ -129,6 +129,8 @@ def probe_pieces(model, layout: list, packed: dict) -> list[Piece]:
             raise ValueError(f"vLLM tensor {target} is empty (weights prepacked and removed): it cannot be perturbed")
         if len(shape) not in (1, 2):
             raise ValueError(f"{name} {shape}: only vectors and matrices can be mapped into vLLM (use --engine native)")
+        if max(shape) >= 2**24:
+            raise ValueError(f"{name} {shape}: a dimension of 2^24 or more cannot be probed exactly in float32")
         probes = [_probe(model, param, name, shape, axis) for axis in range(len(shape))]
         pieces.append(block(name, target, shape, probes))
     check_rows(vllm_params, pieces)
@@ -137,8 +139,6 @@ def probe_pieces(model, layout: list, packed: dict) -> list[Piece]:
 
 @torch.no_grad()
 def _probe(model, param, name: str, shape: tuple, axis: int) -> torch.Tensor:
-    if max(shape) >= 2**24:
-        raise ValueError(f"{name} {shape}: a dimension of 2^24 or more cannot be probed exactly in float32")
     numbers = torch.arange(1, shape[axis] + 1, dtype=torch.float32)
     view = [1] * len(shape)
     view[axis] = shape[axis]
@@ -239,7 +239,7 @@ class ThicketWorker:
         (a tensor would cross vLLM's engine-core messages as nested lists), for the engine to
         gather a tensor-parallel model (save, digests): `from_bytes` reads them back."""
         pc, (_, p) = self._thicket_weights.pieces[i], self._thicket_weights.params[i]
-        return pc.rect(), p.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+        return pc.rect(), to_bytes(p)
 
     def thicket_call(self, method: str, args: tuple = ()):
         """Run one `Perturber` method on this worker's weights (the engine's `Weights` interface)."""
@@ -264,10 +264,15 @@ class ThicketWorker:
         return {name: tensor_digest(p) for name, p in self._thicket_weights.params}
 
 
+def to_bytes(t: torch.Tensor) -> bytes:
+    """A tensor's raw bytes, in memory order (what digests hash and `thicket_piece` sends)."""
+    return t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
 def from_bytes(data: bytes, dtype: torch.dtype, rect: list) -> torch.Tensor:
     """The block `thicket_piece` sent: its bytes as a tensor of `dtype` shaped by `rect`."""
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype).reshape([b - a for a, b in rect])
 
 
 def tensor_digest(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+    return hashlib.sha256(to_bytes(t)).hexdigest()
